@@ -1,0 +1,159 @@
+"""Pure spectral front-end functions (tensor in, tensor out).
+
+Every function here is tested against librosa at stated tolerances
+(``tests/unit/test_features.py``).
+"""
+
+from __future__ import annotations
+
+import torch
+import torchaudio.functional as AF
+
+
+def mel_spectrogram(
+    waveform: torch.Tensor,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    win_length: int | None = None,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    power: float = 2.0,
+    center: bool = True,
+    pad_mode: str = "reflect",
+    mel_scale: str = "htk",
+    norm: str | None = None,
+) -> torch.Tensor:
+    """Mel power spectrogram with a periodic Hann window.
+
+    Parameters
+    ----------
+    waveform : Tensor, shape (..., time)
+    sample_rate : int
+        In Hz.
+    n_fft, hop_length, win_length : int
+        In samples; ``win_length`` defaults to ``n_fft``.
+    f_min, f_max : float
+        Edges of the mel filterbank in Hz; ``f_max`` defaults to Nyquist.
+    mel_scale : {"htk", "slaney"}
+    norm : {None, "slaney"}
+        Filter normalisation (``None``: triangles of peak 1).
+
+    Returns
+    -------
+    Tensor, shape (..., n_mels, frames)
+        ``frames = 1 + time // hop_length`` when ``center``.
+
+    Examples
+    --------
+    >>> mel_spectrogram(torch.randn(2, 16000), 16000, 1024, 256, 64).shape
+    torch.Size([2, 64, 63])
+    """
+    win_length = win_length or n_fft
+    f_max = float(sample_rate) / 2 if f_max is None else float(f_max)
+    window = torch.hann_window(win_length, dtype=waveform.dtype, device=waveform.device)
+    spec = AF.spectrogram(
+        waveform,
+        pad=0,
+        window=window,
+        n_fft=n_fft,
+        hop_length=hop_length,
+        win_length=win_length,
+        power=power,
+        normalized=False,
+        center=center,
+        pad_mode=pad_mode,
+        onesided=True,
+    )
+    fbank = AF.melscale_fbanks(
+        n_freqs=n_fft // 2 + 1,
+        f_min=f_min,
+        f_max=f_max,
+        n_mels=n_mels,
+        sample_rate=sample_rate,
+        norm=norm,
+        mel_scale=mel_scale,
+    ).to(device=spec.device, dtype=spec.dtype)
+    return torch.matmul(spec.transpose(-1, -2), fbank).transpose(-1, -2)
+
+
+def amplitude_to_db(
+    power: torch.Tensor, amin: float = 1e-10, top_db: float | None = 80.0
+) -> torch.Tensor:
+    """``10 log10(max(power, amin))``, floored at ``top_db`` below each item's maximum.
+
+    The floor is taken per item over all but the batch dimension (librosa's
+    ``power_to_db`` with ``ref=1.0`` does it over the whole array it is given).
+
+    Parameters
+    ----------
+    power : Tensor, shape (batch, ...) or (freq, time)
+        A power spectrogram.
+
+    Returns
+    -------
+    Tensor, same shape as ``power``
+
+    Examples
+    --------
+    >>> amplitude_to_db(torch.rand(3, 64, 10), top_db=80.0).shape
+    torch.Size([3, 64, 10])
+    """
+    db = 10.0 * torch.log10(torch.clamp(power, min=amin))
+    if top_db is not None:
+        if db.dim() > 2:
+            peak = db.flatten(1).amax(dim=1).view(-1, *([1] * (db.dim() - 1)))
+        else:
+            peak = db.amax()
+        db = torch.maximum(db, peak - top_db)
+    return db
+
+
+def log_mel_spectrogram(
+    waveform: torch.Tensor,
+    sample_rate: int,
+    n_fft: int,
+    hop_length: int,
+    n_mels: int,
+    win_length: int | None = None,
+    f_min: float = 0.0,
+    f_max: float | None = None,
+    top_db: float | None = 80.0,
+) -> torch.Tensor:
+    """Log-mel spectrogram in dB (power, HTK mel scale, unnormalised filters).
+
+    Parameters
+    ----------
+    waveform : Tensor, shape (batch, time)
+
+    Returns
+    -------
+    Tensor, shape (batch, n_mels, frames)
+
+    Examples
+    --------
+    >>> log_mel_spectrogram(torch.randn(2, 8000), 16000, 512, 160, 40).shape
+    torch.Size([2, 40, 51])
+    """
+    mel = mel_spectrogram(
+        waveform, sample_rate, n_fft, hop_length, n_mels, win_length, f_min, f_max
+    )
+    return amplitude_to_db(mel, top_db=top_db)
+
+
+def instance_standardize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
+    """Zero mean, unit variance per item over all but the batch dimension.
+
+    Parameters
+    ----------
+    x : Tensor, shape (batch, ...)
+
+    Returns
+    -------
+    Tensor, same shape
+    """
+    dims = tuple(range(1, x.dim()))
+    mean = x.mean(dim=dims, keepdim=True)
+    std = x.std(dim=dims, keepdim=True, unbiased=False)
+    return (x - mean) / (std + eps)

@@ -1,0 +1,1 @@
+"""Metrics: pure functions in :mod:`.functional`, torchmetrics collections beside them."""

@@ -1,0 +1,1 @@
+"""Network bodies and heads (plain ``nn.Module`` s, no training logic)."""

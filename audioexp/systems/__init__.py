@@ -1,0 +1,1 @@
+"""LightningModules: one system per paper, around parts they are given."""

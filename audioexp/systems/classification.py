@@ -1,0 +1,186 @@
+"""The one shared base: a single-label audio classifier around given parts.
+
+``frontend`` (waveform -> features, on the model's device), ``backbone`` (features ->
+feature map) and ``head`` (feature map -> logits); ``optimizer`` and ``scheduler`` are
+partials from the config. Metrics are torchmetrics objects, one set per stage, logged
+as ``stage/name``.
+"""
+
+from __future__ import annotations
+
+import inspect
+import logging
+from functools import partial
+from pathlib import Path
+
+import lightning as L
+import torch
+from lightning.pytorch.loggers import WandbLogger
+from torch import nn
+from torchmetrics import MaxMetric
+
+from audioexp.metrics.classification import classification_metrics, confusion_matrix_metric
+from audioexp.metrics.functional import confusion_error_rates
+
+log = logging.getLogger(__name__)
+
+
+class AudioClassifier(L.LightningModule):
+    """Cross-entropy classifier over waveforms.
+
+    Parameters
+    ----------
+    frontend, backbone, head : nn.Module
+    num_classes : int
+    class_names : list of str, optional
+    lr : float
+        Base learning rate (``max_lr`` of a one-cycle schedule).
+    optimizer : partial, optional
+        ``optimizer(param_groups) -> Optimizer``; Adam by default.
+    scheduler : partial, optional
+        ``scheduler(optimizer, ...)``. Schedulers that take ``total_steps`` (one-cycle)
+        get the run's total optimiser steps and per-group ``max_lr`` and step every batch.
+    top_k : tuple of int
+        Extra top-k accuracies to log.
+    """
+
+    def __init__(
+        self,
+        frontend: nn.Module,
+        backbone: nn.Module,
+        head: nn.Module,
+        num_classes: int,
+        class_names: list[str] | None = None,
+        lr: float = 1e-3,
+        optimizer: partial | None = None,
+        scheduler: partial | None = None,
+        top_k: tuple[int, ...] = (),
+    ) -> None:
+        super().__init__()
+        self.frontend = frontend
+        self.backbone = backbone
+        self.head = head
+        self.num_classes = num_classes
+        self.class_names = list(class_names) if class_names else [str(i) for i in range(num_classes)]
+        if len(self.class_names) != num_classes:
+            raise ValueError(f"{len(self.class_names)} class names for {num_classes} classes")
+        self.lr = lr
+        self.optimizer_factory = optimizer
+        self.scheduler_factory = scheduler
+        self.criterion = nn.CrossEntropyLoss()
+        # one metric set per stage (nn.ModuleDict keys may not be 'train': it is a method)
+        self.train_metrics = classification_metrics(num_classes, "train/", top_k)
+        self.val_metrics = classification_metrics(num_classes, "val/", top_k)
+        self.test_metrics = classification_metrics(num_classes, "test/", top_k)
+        self.val_confmat = confusion_matrix_metric(num_classes)
+        self.test_confmat = confusion_matrix_metric(num_classes)
+        self.val_acc_best = MaxMetric()
+
+    # --- forward -------------------------------------------------------------------------
+    def embed(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Body feature map, shape (batch, C, F', T')."""
+        return self.backbone(self.frontend(waveform))
+
+    def forward(self, waveform: torch.Tensor) -> torch.Tensor:
+        """Logits, shape (batch, num_classes), for waveforms of shape (batch, time)."""
+        return self.head(self.embed(waveform))
+
+    # --- steps -----------------------------------------------------------------------------
+    def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        logits = self(batch["waveform"])
+        loss = self.criterion(logits, batch["label"])
+        return loss, logits.argmax(dim=1), logits
+
+    def _shared_step(self, batch: dict | None, stage: str) -> torch.Tensor | None:
+        if batch is None:  # every file of the batch was bad and skipped
+            return None
+        loss, _, logits = self.model_step(batch)
+        y = batch["label"]
+        n = y.shape[0]
+        self.log(f"{stage}/loss", loss, on_step=stage == "train", on_epoch=True, prog_bar=True, batch_size=n, sync_dist=stage != "train")
+        metrics = getattr(self, f"{stage}_metrics")
+        metrics(logits.detach(), y)
+        self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=n)
+        if stage != "train":
+            getattr(self, f"{stage}_confmat").update(logits.detach().argmax(dim=1), y)
+        skipped = batch.get("skipped")
+        if skipped is not None:
+            self.log(f"{stage}/skipped_files", skipped.float(), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=1)
+        return loss
+
+    def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
+        return self._shared_step(batch, "train")
+
+    def validation_step(self, batch: dict | None, batch_idx: int) -> None:
+        self._shared_step(batch, "val")
+
+    def test_step(self, batch: dict | None, batch_idx: int) -> None:
+        self._shared_step(batch, "test")
+
+    def predict_step(self, batch: dict, batch_idx: int) -> dict:
+        logits = self(batch["waveform"])
+        return {"index": batch["index"], "probs": logits.softmax(dim=1), "label": batch["label"]}
+
+    # --- epoch ends ---------------------------------------------------------------------
+    def on_train_start(self) -> None:
+        self.val_acc_best.reset()
+
+    def _log_error_rates(self, stage: str) -> torch.Tensor:
+        metric = getattr(self, f"{stage}_confmat")
+        confmat = metric.compute()  # synchronised across DDP ranks by torchmetrics
+        rates = confusion_error_rates(confmat, self.class_names)
+        self.log_dict({f"{stage}/{k}": v for k, v in rates.items()}, sync_dist=False)
+        metric.reset()
+        return confmat
+
+    def on_validation_epoch_end(self) -> None:
+        self._log_error_rates("val")
+        if self.trainer.sanity_checking:
+            return
+        acc = self.val_metrics["acc"].compute()
+        self.val_acc_best(acc)
+        self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
+
+    def on_test_epoch_end(self) -> None:
+        confmat = self._log_error_rates("test").cpu().numpy()
+        self.log_figure("test/confusion_matrix", self._confusion_figure(confmat))
+
+    def _confusion_figure(self, confmat):
+        from audioexp.utils.plots import confusion_matrix_figure
+
+        return confusion_matrix_figure(confmat, self.class_names, title="test")
+
+    def log_figure(self, key: str, fig) -> None:
+        """Save ``fig`` as PNG in the run dir and log it to W&B when W&B is a logger."""
+        import matplotlib.pyplot as plt
+
+        if self.trainer is None or not self.trainer.is_global_zero:
+            plt.close(fig)
+            return
+        out = Path(self.trainer.default_root_dir) / f"{key.replace('/', '_')}.png"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        fig.savefig(out, dpi=120)
+        for logger in self.loggers:
+            if isinstance(logger, WandbLogger):
+                logger.log_image(key=key, images=[str(out)])
+        plt.close(fig)
+
+    # --- optimisation -------------------------------------------------------------------
+    def parameter_groups(self) -> list[dict]:
+        """Optimiser parameter groups, each with its own ``lr`` (override for layer-wise rates)."""
+        return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": self.lr}]
+
+    def configure_optimizers(self):
+        groups = self.parameter_groups()
+        factory = self.optimizer_factory or partial(torch.optim.Adam)
+        optimizer = factory(groups)
+        if self.scheduler_factory is None:
+            return optimizer
+        func = self.scheduler_factory.func if isinstance(self.scheduler_factory, partial) else self.scheduler_factory
+        if "total_steps" in inspect.signature(func).parameters:
+            # +1: Lightning may step once more than it estimates (e.g. fast_dev_run)
+            total = int(self.trainer.estimated_stepping_batches) + 1
+            scheduler = self.scheduler_factory(optimizer, max_lr=[g["lr"] for g in groups], total_steps=total)
+            return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
+        scheduler = self.scheduler_factory(optimizer)
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}

@@ -1,0 +1,81 @@
+"""SpeechMusicResNet: speech/music discrimination of 5-s broadcast clips (Han 2021).
+
+S.-I. Han, "Speech-Music Discrimination Using Deep Learning", J. Korea Academia-Industrial
+cooperation Society, 2021: an ImageNet ResNet18 whose first layer is
+``Conv2d(1, 64, kernel_size=7, stride=2, padding=3)``, fine-tuned on log-mel
+spectrograms with fastai v1 (``fit_one_cycle``, fastai's classifier head, the whole
+network unfrozen as fastai audio's ``audio_learner`` does). 89.6 % accuracy on a random
+20 % validation split of 3.89 M clips.
+"""
+
+from __future__ import annotations
+
+import logging
+from functools import partial
+
+from torch import nn
+
+from audioexp.networks.heads import make_classifier_head
+from audioexp.networks.resnet import ResNet18Body
+from audioexp.systems.classification import AudioClassifier
+
+log = logging.getLogger(__name__)
+
+
+class SpeechMusicResNet(AudioClassifier):
+    """ResNet18 speech/music classifier on a log-mel front-end.
+
+    Parameters
+    ----------
+    frontend : nn.Module
+        Waveform (batch, time) -> (batch, 1, n_mels, frames), e.g. ``LogMelSpectrogram``.
+    num_classes : int
+    class_names : list of str
+    pretrained : {"imagenet", "none"}
+        torchvision ImageNet weights (from the torch hub cache) or from scratch.
+    first_conv : {"copy_red", "sum", "random"}
+        How the one-channel first layer is made from the RGB kernels.
+    head : {"fastai", "linear"}
+    head_dropout : float
+        fastai's ``ps``.
+    lr : float
+        ``max_lr`` of the head; the body gets ``lr * body_lr_factor`` (fastai v1's
+        ``slice(3e-3)`` gives the body groups a tenth).
+    optimizer, scheduler : partial
+        AdamW (fastai's ``true_wd``) and OneCycleLR in the default config.
+    """
+
+    def __init__(
+        self,
+        frontend: nn.Module,
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+        pretrained: str = "imagenet",
+        first_conv: str = "copy_red",
+        head: str = "fastai",
+        head_dropout: float = 0.5,
+        lr: float = 3e-3,
+        body_lr_factor: float = 0.1,
+        optimizer: partial | None = None,
+        scheduler: partial | None = None,
+    ) -> None:
+        backbone = ResNet18Body(pretrained=pretrained, first_conv=first_conv)
+        super().__init__(
+            frontend=frontend,
+            backbone=backbone,
+            head=make_classifier_head(head, ResNet18Body.out_channels, num_classes, head_dropout),
+            num_classes=num_classes,
+            class_names=class_names,
+            lr=lr,
+            optimizer=optimizer,
+            scheduler=scheduler,
+        )
+        self.body_lr_factor = body_lr_factor
+        self.save_hyperparameters(ignore=["frontend", "optimizer", "scheduler"], logger=False)
+        log.info("SpeechMusicResNet: pretrained=%s, first_conv=%s, head=%s", pretrained, first_conv, head)
+
+    def parameter_groups(self) -> list[dict]:
+        return [
+            {"params": list(self.backbone.parameters()), "lr": self.lr * self.body_lr_factor, "name": "body"},
+            {"params": list(self.head.parameters()) + list(self.frontend.parameters()), "lr": self.lr, "name": "head"},
+        ]

@@ -1,0 +1,42 @@
+"""``task=evaluate``: a finished run's checkpoint on a chosen split.
+
+    python -m audioexp task=evaluate eval.run_dir=logs/train/runs/demo/DATE eval.split=test
+"""
+
+from __future__ import annotations
+
+import logging
+
+import hydra
+from omegaconf import DictConfig, open_dict
+
+from audioexp.tasks.registry import register_task
+from audioexp.tasks.train import scalar_metrics
+from audioexp.utils.runs import build_model, find_checkpoint, instantiate_loggers, load_run_config
+
+log = logging.getLogger(__name__)
+
+
+@register_task("evaluate")
+def evaluate(cfg: DictConfig) -> dict[str, float]:
+    if not cfg.eval.get("run_dir"):
+        raise ValueError("task=evaluate needs eval.run_dir=<output dir of a train run>")
+    split = cfg.eval.get("split", "test")
+    if split not in ("val", "test"):
+        raise ValueError(f"eval.split must be 'val' or 'test', got {split!r}")
+    run_cfg = load_run_config(cfg.eval.run_dir)
+    ckpt = find_checkpoint(cfg.eval.run_dir, cfg.eval.get("checkpoint", "best"))
+    with open_dict(run_cfg):
+        if cfg.eval.get("data_root"):
+            run_cfg.data.root = cfg.eval.data_root
+        if "pretrained" in run_cfg.model:
+            run_cfg.model.pretrained = "none"  # weights come from the checkpoint
+    log.info("evaluating %s on the %s split of %s", ckpt, split, run_cfg.data.root)
+    datamodule = hydra.utils.instantiate(run_cfg.data)
+    model = build_model(run_cfg)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
+    if split == "val":
+        trainer.validate(model=model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=False)
+    else:
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=False)
+    return scalar_metrics(trainer.callback_metrics)

@@ -1,0 +1,65 @@
+"""``task=train``: fit, then test the best checkpoint."""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import hydra
+import lightning as L
+from omegaconf import DictConfig, OmegaConf
+
+from audioexp.tasks.registry import register_task
+from audioexp.utils.files import atomic_write_json, atomic_write_text
+from audioexp.utils.runs import RESOLVED_CONFIG, RUN_INFO, build_model, instantiate_callbacks, instantiate_loggers
+
+log = logging.getLogger(__name__)
+
+
+def log_hyperparameters(cfg: DictConfig, loggers, model) -> None:
+    """Send the resolved config and parameter counts to every logger."""
+    hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams["model/params/total"] = sum(p.numel() for p in model.parameters())
+    hparams["model/params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    for logger in loggers:
+        logger.log_hyperparams(hparams)
+
+
+def scalar_metrics(metrics) -> dict[str, float]:
+    return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+@register_task("train")
+def train(cfg: DictConfig) -> dict[str, float]:
+    output_dir = Path(cfg.paths.output_dir)
+    output_dir.mkdir(parents=True, exist_ok=True)
+    atomic_write_text(output_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    L.seed_everything(cfg.seed, workers=True)
+
+    log.info("data: %s", cfg.data._target_)
+    datamodule = hydra.utils.instantiate(cfg.data)
+    log.info("model: %s", cfg.model._target_)
+    model = build_model(cfg)
+    callbacks = instantiate_callbacks(cfg.get("callbacks"))
+    loggers = instantiate_loggers(cfg.get("logger"))
+    trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
+    log_hyperparameters(cfg, loggers, model)
+
+    if cfg.get("ckpt_path"):
+        log.info("resuming training from %s", cfg.ckpt_path)
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=cfg.get("ckpt_path"))
+    metrics = scalar_metrics(trainer.callback_metrics)
+
+    best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
+    if best:
+        atomic_write_json(
+            output_dir / RUN_INFO,
+            {"best_checkpoint": os.path.relpath(best, output_dir), "monitor": cfg.get("monitor"), "experiment": cfg.name},
+        )
+        log.info("best checkpoint: %s", best)
+    else:
+        log.warning("no checkpoint was saved (fast_dev_run or no ModelCheckpoint): testing the final weights")
+    trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+    metrics.update(scalar_metrics(trainer.callback_metrics))
+    return metrics

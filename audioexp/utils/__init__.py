@@ -1,0 +1,1 @@
+"""Small shared helpers: logging, atomic files, run loading."""

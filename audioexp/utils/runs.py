@@ -1,0 +1,87 @@
+"""Building and rebuilding runs: model from config, a finished run from its output dir."""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+
+import hydra
+import torch
+from lightning import Callback
+from lightning.pytorch.loggers import Logger
+from omegaconf import DictConfig, OmegaConf, open_dict
+
+log = logging.getLogger(__name__)
+
+RESOLVED_CONFIG = "resolved_config.yaml"
+RUN_INFO = "run.json"
+
+
+def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
+    """Every ``_target_`` entry of the ``callbacks`` group."""
+    if not cfg:
+        return []
+    return [hydra.utils.instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
+    """Every ``_target_`` entry of the ``logger`` group."""
+    if not cfg:
+        return []
+    return [hydra.utils.instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
+
+
+def build_model(cfg: DictConfig, **overrides):
+    """The system of ``cfg.model`` around the front-end of ``cfg.features``."""
+    frontend = hydra.utils.instantiate(cfg.features) if cfg.get("features") else None
+    kwargs = {"frontend": frontend} if frontend is not None else {}
+    return hydra.utils.instantiate(cfg.model, **kwargs, **overrides)
+
+
+def load_run_config(run_dir: str | Path) -> DictConfig:
+    """The resolved config saved by ``task=train`` in ``run_dir``."""
+    path = Path(run_dir) / RESOLVED_CONFIG
+    if not path.exists():
+        raise FileNotFoundError(
+            f"{run_dir} is not an audioexp run dir: {RESOLVED_CONFIG} is missing "
+            "(give the output dir of a `task=train` run)"
+        )
+    return OmegaConf.load(path)
+
+
+def find_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
+    """``best`` (recorded in run.json), ``last`` (checkpoints/last.ckpt) or a path."""
+    run_dir = Path(run_dir)
+    if which == "best":
+        info_path = run_dir / RUN_INFO
+        if info_path.exists():
+            best = json.loads(info_path.read_text()).get("best_checkpoint")
+            if best and (run_dir / best).exists():
+                return run_dir / best
+        last = run_dir / "checkpoints" / "last.ckpt"
+        if last.exists():
+            log.warning("no best checkpoint recorded in %s; using %s", run_dir, last)
+            return last
+        raise FileNotFoundError(f"no checkpoint in {run_dir}/checkpoints (was the run trained with checkpoints?)")
+    if which == "last":
+        path = run_dir / "checkpoints" / "last.ckpt"
+    else:
+        path = Path(which)
+    if not path.exists():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    return path
+
+
+def load_model(run_dir: str | Path, which: str = "best", map_location: str = "cpu"):
+    """Rebuild a finished run's model from its saved config and load its weights."""
+    cfg = load_run_config(run_dir)
+    # the weights come from the checkpoint: never fetch pretrained ones again
+    with open_dict(cfg):
+        if "pretrained" in cfg.model:
+            cfg.model.pretrained = "none"
+    model = build_model(cfg)
+    ckpt = torch.load(find_checkpoint(run_dir, which), map_location=map_location, weights_only=False)
+    model.load_state_dict(ckpt["state_dict"], strict=True)
+    model.eval()
+    return model

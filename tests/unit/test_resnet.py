@@ -1,0 +1,88 @@
+"""SpeechMusicResNet's body: ImageNet weights from the hub cache and the one-channel first layer."""
+
+import urllib.error
+
+import pytest
+import torch
+from torch import nn
+from torchvision.models import resnet18
+
+from audioexp.networks.heads import FastaiClassifierHead, LinearClassifierHead
+from audioexp.networks.resnet import PretrainedWeightsMissing, ResNet18Body, imagenet_checkpoint_path
+
+
+@pytest.fixture
+def imagenet_cache(tmp_path, monkeypatch):
+    """A state dict in torchvision's format, written where torchvision's hub cache looks."""
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
+    torch.manual_seed(0)
+    reference = resnet18(weights=None)
+    state = reference.state_dict()
+    path = imagenet_checkpoint_path()
+    assert path.name == "resnet18-f37072fd.pth" and str(tmp_path) in str(path)
+    path.parent.mkdir(parents=True)
+    torch.save(state, path)
+    return state
+
+
+def test_imagenet_weights_load_from_hub_cache(imagenet_cache):
+    body = ResNet18Body(pretrained="imagenet", first_conv="copy_red")
+    own = body.state_dict()
+    for key, value in imagenet_cache.items():
+        if key.startswith("fc.") or key == "conv1.weight":
+            continue
+        torch.testing.assert_close(own[key], value, rtol=0, atol=0, msg=key)
+    # copy_red keeps input channel 0 of the loaded RGB kernels
+    torch.testing.assert_close(body.conv1.weight, imagenet_cache["conv1.weight"][:, :1], rtol=0, atol=0)
+    assert body.conv1.weight.shape == (64, 1, 7, 7)
+    assert (body.conv1.stride, body.conv1.padding, body.conv1.bias) == ((2, 2), (3, 3), None)
+
+
+def test_sum_first_conv_equals_rgb_layer_on_repeated_input(imagenet_cache):
+    body = ResNet18Body(pretrained="imagenet", first_conv="sum")
+    rgb = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
+    rgb.weight.data.copy_(imagenet_cache["conv1.weight"])
+    x = torch.randn(2, 1, 40, 57)
+    torch.testing.assert_close(body.conv1(x), rgb(x.repeat(1, 3, 1, 1)), rtol=1e-5, atol=1e-5)
+
+
+def test_random_first_conv_is_not_the_loaded_kernel(imagenet_cache):
+    body = ResNet18Body(pretrained="imagenet", first_conv="random")
+    assert not torch.allclose(body.conv1.weight, imagenet_cache["conv1.weight"][:, :1])
+    torch.testing.assert_close(body.layer1[0].conv1.weight, imagenet_cache["layer1.0.conv1.weight"])
+
+
+def test_missing_weights_fail_with_instructions(tmp_path, monkeypatch):
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "empty"))
+
+    def no_network(*args, **kwargs):
+        raise urllib.error.URLError("no network")
+
+    monkeypatch.setattr(torch.hub, "download_url_to_file", no_network)
+    with pytest.raises(PretrainedWeightsMissing) as err:
+        ResNet18Body(pretrained="imagenet")
+    message = str(err.value)
+    assert "resnet18-f37072fd.pth" in message and str(tmp_path / "empty") in message
+    assert "model.pretrained=none" in message
+
+
+def test_bad_options_and_shapes():
+    with pytest.raises(ValueError, match="first_conv"):
+        ResNet18Body("none", "green")
+    with pytest.raises(ValueError, match="pretrained"):
+        ResNet18Body("places365", "sum")
+    body = ResNet18Body("none", "random")
+    with pytest.raises(ValueError, match=r"\(batch, 1, freq, time\)"):
+        body(torch.randn(2, 3, 64, 64))
+
+
+def test_heads_shapes_and_fastai_layout():
+    head = FastaiClassifierHead(512, 2, dropout=0.5)
+    x = torch.randn(4, 512, 2, 5)
+    assert head(x).shape == (4, 2)
+    dropouts = [m.p for m in head if isinstance(m, nn.Dropout)]
+    assert dropouts == [0.25, 0.5]
+    pooled = head[0](x)
+    torch.testing.assert_close(pooled[:, :512], x.amax(dim=(2, 3)))
+    torch.testing.assert_close(pooled[:, 512:], x.mean(dim=(2, 3)))
+    assert LinearClassifierHead(512, 3)(x).shape == (4, 3)
