@@ -1,0 +1,233 @@
+"""Manifests: the list of a corpus's files, built once by a fast walk and cached as CSV.
+
+A real corpus can hold millions of clips (the FM broadcast set of Han 2021 has
+3.89 M), so nothing here decodes audio, the walk streams rows straight to disk,
+and the in-memory table keeps paths packed in one byte buffer with integer
+offsets rather than millions of Python strings. That keeps memory flat and, in
+forked DataLoader workers, avoids the copy-on-access growth that lists of
+Python objects cause.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+
+import json
+import os
+import tempfile
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+AUDIO_EXTENSIONS = (".wav", ".flac")
+
+
+class ManifestError(ValueError):
+    """A malformed manifest: names the file and line."""
+
+
+def scan_audio_files(root: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> Iterator[str]:
+    """Yield the paths (relative to ``root``, '/'-separated) of audio files below ``root``.
+
+    An iterative ``os.scandir`` walk, entries sorted per directory so the order is
+    reproducible; hidden entries (``.cache``) are skipped; extensions match case-insensitively.
+    """
+    root = os.fspath(root)
+    exts = tuple(e.lower() for e in extensions)
+    stack = [""]
+    while stack:
+        rel = stack.pop()
+        with os.scandir(os.path.join(root, rel) if rel else root) as it:
+            entries = sorted(it, key=lambda e: e.name)
+        subdirs = []
+        for entry in entries:
+            if entry.name.startswith("."):
+                continue
+            name = f"{rel}/{entry.name}" if rel else entry.name
+            if entry.is_dir(follow_symlinks=True):
+                subdirs.append(name)
+            elif entry.name.lower().endswith(exts):
+                yield name
+        stack.extend(reversed(subdirs))
+
+
+class PathTable:
+    """An immutable sequence of strings stored as one UTF-8 buffer plus offsets.
+
+    Examples
+    --------
+    >>> t = PathTable.from_strings(["a.wav", "b/c.flac"])
+    >>> len(t), t[1]
+    (2, 'b/c.flac')
+    """
+
+    def __init__(self, buffer: bytes, offsets: np.ndarray) -> None:
+        self._buffer = buffer
+        self._offsets = offsets
+
+    @classmethod
+    def from_strings(cls, strings: Iterable[str]) -> "PathTable":
+        buf = bytearray()
+        offsets = array("q", [0])
+        for s in strings:
+            buf += s.encode("utf-8")
+            offsets.append(len(buf))
+        return cls(bytes(buf), np.frombuffer(offsets, dtype=np.int64).copy())
+
+    def __len__(self) -> int:
+        return len(self._offsets) - 1
+
+    def __getitem__(self, i: int) -> str:
+        if i < 0:
+            i += len(self)
+        if not 0 <= i < len(self):
+            raise IndexError(i)
+        return self._buffer[self._offsets[i] : self._offsets[i + 1]].decode("utf-8")
+
+    def __iter__(self) -> Iterator[str]:
+        for i in range(len(self)):
+            yield self[i]
+
+    @property
+    def nbytes(self) -> int:
+        return len(self._buffer) + self._offsets.nbytes
+
+
+@dataclass
+class Manifest:
+    """Files of a corpus with integer labels and groups.
+
+    Attributes
+    ----------
+    paths : PathTable
+        Relative to ``root`` unless absolute.
+    labels : ndarray of int16, shape (n,)
+        Index into ``class_names``.
+    groups : ndarray of int32, shape (n,)
+        Index into ``group_names`` (recording, speaker, ...): split units that must
+        not straddle train and evaluation.
+    """
+
+    root: Path
+    paths: PathTable
+    labels: np.ndarray
+    groups: np.ndarray
+    class_names: list[str]
+    group_names: list[str]
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def resolve(self, i: int) -> str:
+        p = self.paths[i]
+        return p if os.path.isabs(p) else os.path.join(self.root, p)
+
+    def class_counts(self) -> dict[str, int]:
+        counts = np.bincount(self.labels, minlength=len(self.class_names))
+        return {name: int(c) for name, c in zip(self.class_names, counts)}
+
+
+def write_manifest_csv(rows: Iterable[tuple[str, str, str]], path: str | os.PathLike) -> int:
+    """Stream ``(path, label, group)`` rows to a CSV atomically; return the row count."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    n = 0
+    try:
+        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["path", "label", "group"])
+            for row in rows:
+                writer.writerow(row)
+                n += 1
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    return n
+
+
+def read_manifest_csv(
+    path: str | os.PathLike, root: str | os.PathLike, class_names: Sequence[str]
+) -> Manifest:
+    """Read a ``path,label[,group]`` CSV (header required) into a :class:`Manifest`.
+
+    Rows without a group get their own group (the file itself). Raises
+    :class:`ManifestError` naming the file and line of a malformed row or an unknown label.
+    """
+    class_index = {name: i for i, name in enumerate(class_names)}
+    group_index: dict[str, int] = {}
+    labels = array("h")
+    groups = array("i")
+
+    def rows() -> Iterator[str]:
+        with open(path, newline="", encoding="utf-8") as handle:
+            reader = csv.reader(handle)
+            header = next(reader, None)
+            if header is None or [h.strip() for h in header[:2]] != ["path", "label"]:
+                raise ManifestError(f"{path}:1: expected a header 'path,label[,group]', got {header}")
+            has_group = len(header) > 2 and header[2].strip() == "group"
+            for lineno, row in enumerate(reader, start=2):
+                if not row:
+                    continue
+                if len(row) < 2 or not row[0].strip():
+                    raise ManifestError(f"{path}:{lineno}: expected 'path,label[,group]', got {row}")
+                label = row[1].strip()
+                if label not in class_index:
+                    raise ManifestError(
+                        f"{path}:{lineno}: unknown label {label!r}; expected one of {list(class_names)}"
+                    )
+                group = row[2].strip() if has_group and len(row) > 2 and row[2].strip() else row[0]
+                labels.append(class_index[label])
+                groups.append(group_index.setdefault(group, len(group_index)))
+                yield row[0].strip()
+
+    table = PathTable.from_strings(rows())
+    return Manifest(
+        root=Path(root),
+        paths=table,
+        labels=np.frombuffer(labels, dtype=np.int16).copy(),
+        groups=np.frombuffer(groups, dtype=np.int32).copy(),
+        class_names=list(class_names),
+        group_names=list(group_index),
+    )
+
+
+def cache_key(*parts: object) -> str:
+    """A short stable hash of the things a cached file depends on."""
+    text = json.dumps([str(p) for p in parts])
+    return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
+
+
+def tree_stamp(root: str | os.PathLike, subdirs: Sequence[str]) -> dict[str, float]:
+    """Modification times of ``root`` and the given sub-folders (cheap staleness check)."""
+    stamp = {}
+    for sub in ["", *subdirs]:
+        p = os.path.join(root, sub)
+        stamp[sub or "."] = os.stat(p).st_mtime if os.path.exists(p) else -1.0
+    return stamp
+
+
+def csv_row_count(path: str | os.PathLike) -> int:
+    with open(path, "rb") as handle:
+        return max(sum(buf.count(b"\n") for buf in iter(lambda: handle.read(1 << 20), b"")) - 1, 0)
+
+
+__all__ = [
+    "AUDIO_EXTENSIONS",
+    "Manifest",
+    "ManifestError",
+    "PathTable",
+    "cache_key",
+    "csv_row_count",
+    "read_manifest_csv",
+    "scan_audio_files",
+    "tree_stamp",
+    "write_manifest_csv",
+]
+
