@@ -8,6 +8,7 @@ from pathlib import Path
 
 import hydra
 import lightning as L
+from lightning.pytorch.callbacks import LearningRateMonitor
 from omegaconf import DictConfig, OmegaConf
 
 from audioexp.tasks.registry import register_task
@@ -17,9 +18,14 @@ from audioexp.utils.runs import RESOLVED_CONFIG, RUN_INFO, build_model, instanti
 log = logging.getLogger(__name__)
 
 
+def resolved_config(cfg: DictConfig) -> dict:
+    """The run's config with every interpolation resolved (Hydra's own node left out)."""
+    return OmegaConf.to_container(OmegaConf.masked_copy(cfg, [k for k in cfg if k != "hydra"]), resolve=True)
+
+
 def log_hyperparameters(cfg: DictConfig, loggers, model) -> None:
     """Send the resolved config and parameter counts to every logger."""
-    hparams = OmegaConf.to_container(cfg, resolve=True)
+    hparams = resolved_config(cfg)
     hparams["model/params/total"] = sum(p.numel() for p in model.parameters())
     hparams["model/params/trainable"] = sum(p.numel() for p in model.parameters() if p.requires_grad)
     for logger in loggers:
@@ -34,7 +40,7 @@ def scalar_metrics(metrics) -> dict[str, float]:
 def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(cfg, resolve=True))
+    atomic_write_text(output_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(resolved_config(cfg)))
     L.seed_everything(cfg.seed, workers=True)
 
     log.info("data: %s", cfg.data._target_)
@@ -43,6 +49,8 @@ def train(cfg: DictConfig) -> dict[str, float]:
     model = build_model(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     loggers = instantiate_loggers(cfg.get("logger"))
+    if not loggers:  # LearningRateMonitor refuses to run without a logger
+        callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
     log_hyperparameters(cfg, loggers, model)
 

@@ -5,51 +5,39 @@ import urllib.error
 import pytest
 import torch
 from torch import nn
-from torchvision.models import resnet18
 
 from audioexp.networks.heads import FastaiClassifierHead, LinearClassifierHead
 from audioexp.networks.resnet import PretrainedWeightsMissing, ResNet18Body, imagenet_checkpoint_path
 
 
-@pytest.fixture
-def imagenet_cache(tmp_path, monkeypatch):
-    """A state dict in torchvision's format, written where torchvision's hub cache looks."""
-    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch"))
-    torch.manual_seed(0)
-    reference = resnet18(weights=None)
-    state = reference.state_dict()
-    path = imagenet_checkpoint_path()
-    assert path.name == "resnet18-f37072fd.pth" and str(tmp_path) in str(path)
-    path.parent.mkdir(parents=True)
-    torch.save(state, path)
-    return state
 
-
-def test_imagenet_weights_load_from_hub_cache(imagenet_cache):
+def test_imagenet_weights_load_from_hub_cache(imagenet_hub_cache, tmp_path):
+    assert imagenet_checkpoint_path().name == "resnet18-f37072fd.pth"
+    assert str(tmp_path) in str(imagenet_checkpoint_path())
     body = ResNet18Body(pretrained="imagenet", first_conv="copy_red")
     own = body.state_dict()
-    for key, value in imagenet_cache.items():
+    for key, value in imagenet_hub_cache.items():
         if key.startswith("fc.") or key == "conv1.weight":
             continue
         torch.testing.assert_close(own[key], value, rtol=0, atol=0, msg=key)
     # copy_red keeps input channel 0 of the loaded RGB kernels
-    torch.testing.assert_close(body.conv1.weight, imagenet_cache["conv1.weight"][:, :1], rtol=0, atol=0)
+    torch.testing.assert_close(body.conv1.weight, imagenet_hub_cache["conv1.weight"][:, :1], rtol=0, atol=0)
     assert body.conv1.weight.shape == (64, 1, 7, 7)
     assert (body.conv1.stride, body.conv1.padding, body.conv1.bias) == ((2, 2), (3, 3), None)
 
 
-def test_sum_first_conv_equals_rgb_layer_on_repeated_input(imagenet_cache):
+def test_sum_first_conv_equals_rgb_layer_on_repeated_input(imagenet_hub_cache):
     body = ResNet18Body(pretrained="imagenet", first_conv="sum")
     rgb = nn.Conv2d(3, 64, kernel_size=7, stride=2, padding=3, bias=False)
-    rgb.weight.data.copy_(imagenet_cache["conv1.weight"])
+    rgb.weight.data.copy_(imagenet_hub_cache["conv1.weight"])
     x = torch.randn(2, 1, 40, 57)
     torch.testing.assert_close(body.conv1(x), rgb(x.repeat(1, 3, 1, 1)), rtol=1e-5, atol=1e-5)
 
 
-def test_random_first_conv_is_not_the_loaded_kernel(imagenet_cache):
+def test_random_first_conv_is_not_the_loaded_kernel(imagenet_hub_cache):
     body = ResNet18Body(pretrained="imagenet", first_conv="random")
-    assert not torch.allclose(body.conv1.weight, imagenet_cache["conv1.weight"][:, :1])
-    torch.testing.assert_close(body.layer1[0].conv1.weight, imagenet_cache["layer1.0.conv1.weight"])
+    assert not torch.allclose(body.conv1.weight, imagenet_hub_cache["conv1.weight"][:, :1])
+    torch.testing.assert_close(body.layer1[0].conv1.weight, imagenet_hub_cache["layer1.0.conv1.weight"])
 
 
 def test_missing_weights_fail_with_instructions(tmp_path, monkeypatch):

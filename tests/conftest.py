@@ -1,0 +1,61 @@
+"""Shared fixtures: the composed config, miniature corpora, an offline W&B."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.core.hydra_config import HydraConfig
+from omegaconf import DictConfig, open_dict
+
+ROOT = Path(__file__).resolve().parents[1]
+CONF_DIR = ROOT / "conf"
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+# no W&B account in tests: offline, quiet, no console capture threads
+os.environ.setdefault("WANDB_MODE", "offline")
+os.environ.setdefault("WANDB_SILENT", "true")
+os.environ.setdefault("WANDB_CONSOLE", "off")
+torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
+
+
+def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
+    """Compose ``conf/`` as ``python -m audioexp`` would, with outputs under ``output_dir``."""
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose(config_name="config", overrides=overrides, return_hydra_config=True)
+    HydraConfig().set_config(cfg)
+    with open_dict(cfg):
+        cfg.paths.output_dir = str(output_dir)
+        cfg.paths.log_dir = str(output_dir / "logs")
+        cfg.paths.data_dir = str(output_dir / "data")
+    return cfg
+
+
+@pytest.fixture(scope="session")
+def fm_corpus(tmp_path_factory) -> Path:
+    """A small generated FM broadcast corpus (speech/ and music/ folders of 5-s clips)."""
+    from audioexp.data.minicorpus import write_minicorpus
+
+    root = tmp_path_factory.mktemp("corpora") / "fm_broadcast"
+    return write_minicorpus("fm_broadcast", root, seed=7, clips_per_class=12, recordings_per_class=4)
+
+
+@pytest.fixture
+def imagenet_hub_cache(tmp_path, monkeypatch):
+    """torchvision-format ResNet18 weights in a private torch hub cache (no download)."""
+    from torchvision.models import resnet18
+
+    from audioexp.networks.resnet import imagenet_checkpoint_path
+
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "torch_home"))
+    torch.manual_seed(0)
+    state = resnet18(weights=None).state_dict()
+    path = imagenet_checkpoint_path()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, path)
+    return state

@@ -1,0 +1,82 @@
+"""Every experiment runs end to end on a miniature corpus; multirun, W&B offline, evaluate."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from audioexp.__main__ import run
+from audioexp.utils.wandb_offline import find_offline_runs, read_offline_run
+from tests.conftest import CONF_DIR, ROOT, compose_config
+
+EXPERIMENTS = sorted(p.stem for p in (CONF_DIR / "experiment").glob("*.yaml"))
+
+
+@pytest.mark.parametrize("experiment", EXPERIMENTS)
+def test_experiment_fast_dev_run(experiment, tmp_path, fm_corpus, imagenet_hub_cache):
+    # the real recipes load ImageNet weights: here they come from a fake hub cache
+    cfg = compose_config([f"+experiment={experiment}", "+debug=fdr", f"data.root={fm_corpus}", "logger=csv"], tmp_path)
+    run(cfg)
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert 0.0 <= metrics["test/acc"] <= 1.0
+    assert {"test/err_speech_as_music", "test/err_music_as_speech", "test/uar", "val/acc"} <= set(metrics)
+    assert (tmp_path / "resolved_config.yaml").exists()
+
+
+def test_train_then_evaluate_saved_run(tmp_path, fm_corpus):
+    train_dir = tmp_path / "train"
+    cfg = compose_config(["+experiment=demo", "+debug=limit", f"data.root={fm_corpus}", "logger=none"], train_dir)
+    value = run(cfg)
+    trained = json.loads((train_dir / "metrics.json").read_text())
+    assert value == pytest.approx(trained["val/acc_best"])
+    info = json.loads((train_dir / "run.json").read_text())
+    assert (train_dir / info["best_checkpoint"]).exists()
+    assert (train_dir / "checkpoints" / "last.ckpt").exists()
+    assert (train_dir / "test_confusion_matrix.png").stat().st_size > 1000
+
+    for split in ("test", "val"):
+        eval_dir = tmp_path / f"eval_{split}"
+        cfg = compose_config(
+            ["task=evaluate", f"eval.run_dir={train_dir}", f"eval.split={split}", "logger=none", "callbacks=none"], eval_dir
+        )
+        run(cfg)
+        metrics = json.loads((eval_dir / "metrics.json").read_text())
+        # the best checkpoint on the same split gives the same numbers as at the end of training
+        assert metrics[f"{split}/acc"] == pytest.approx(trained[f"{split}/acc"] if split == "test" else trained["val/acc_best"], abs=1e-6)
+
+    from audioexp.utils.runs import load_model
+
+    model = load_model(train_dir)
+    assert not model.training
+
+
+def test_multirun_two_jobs_with_own_wandb_runs(tmp_path, fm_corpus):
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
+    cmd = [
+        sys.executable, "-m", "audioexp", "-m", "+experiment=demo", "seed=1,2", "+debug=limit",
+        f"data.root={fm_corpus}", f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}",
+        f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=400)
+    assert proc.returncode == 0, proc.stderr[-4000:]
+    run_ids = set()
+    for job in ("0", "1"):
+        job_dir = sweep / job
+        metrics = json.loads((job_dir / "metrics.json").read_text())
+        assert "test/acc" in metrics
+        runs = find_offline_runs(job_dir)
+        assert len(runs) == 1, f"job {job} should have exactly one W&B run under its own dir"
+        wb = read_offline_run(runs[0])
+        assert wb["group"] == "demo"
+        assert wb["summary"]["test/acc"] == pytest.approx(metrics["test/acc"])
+        assert any(key.startswith("val/acc") for key in wb["summary"])
+        assert wb["config"]["seed"] == int(job) + 1
+        assert any("confusion_matrix" in m for m in wb["media"])
+        run_ids.add(wb["run_id"])
+    assert len(run_ids) == 2
