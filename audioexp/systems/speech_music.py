@@ -59,6 +59,8 @@ class SpeechMusicResNet(AudioClassifier):
         optimizer: partial | None = None,
         scheduler: partial | None = None,
     ) -> None:
+        # plain lists in the checkpoint's hparams: it then loads with torch.load(weights_only=True)
+        class_names = [str(c) for c in class_names] if class_names is not None else None
         backbone = ResNet18Body(pretrained=pretrained, first_conv=first_conv)
         super().__init__(
             frontend=frontend,

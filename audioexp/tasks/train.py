@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
+from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf
 
 from audioexp.tasks.registry import register_task
@@ -36,6 +38,29 @@ def scalar_metrics(metrics) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
 
 
+def _run_info_of_checkpoint(ckpt_path: str | None) -> dict:
+    """run.json of the run a checkpoint (``<run>/checkpoints/x.ckpt``) belongs to, if any."""
+    if not ckpt_path:
+        return {}
+    path = Path(ckpt_path)
+    if not path.exists():
+        raise FileNotFoundError(f"ckpt_path={ckpt_path} does not exist")
+    info = path.resolve().parent.parent / RUN_INFO
+    return json.loads(info.read_text()) if info.exists() else {}
+
+
+def _write_run_info(output_dir: Path, cfg: DictConfig, loggers, **extra) -> None:
+    """run.json: what rebuilds and resumes the run (W&B run id, best checkpoint)."""
+    info = {"experiment": cfg.get("name"), "monitor": cfg.get("monitor"), "task": cfg.get("task")}
+    for logger in loggers:
+        if isinstance(logger, WandbLogger):
+            info["wandb_id"] = logger.version
+    path = output_dir / RUN_INFO
+    if path.exists():
+        info = {**json.loads(path.read_text()), **info}
+    atomic_write_json(path, {**info, **extra})
+
+
 @register_task("train")
 def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
@@ -48,7 +73,9 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("model: %s", cfg.model._target_)
     model = build_model(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
-    loggers = instantiate_loggers(cfg.get("logger"))
+    resume_info = _run_info_of_checkpoint(cfg.get("ckpt_path"))
+    loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resume_info.get("wandb_id"))
+    _write_run_info(output_dir, cfg, loggers)
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]
     trainer: L.Trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=loggers or False)
@@ -61,10 +88,7 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if best:
-        atomic_write_json(
-            output_dir / RUN_INFO,
-            {"best_checkpoint": os.path.relpath(best, output_dir), "monitor": cfg.get("monitor"), "experiment": cfg.name},
-        )
+        _write_run_info(output_dir, cfg, loggers, best_checkpoint=os.path.relpath(best, output_dir))
         log.info("best checkpoint: %s", best)
     else:
         log.warning("no checkpoint was saved (fast_dev_run or no ModelCheckpoint): testing the final weights")

@@ -25,11 +25,20 @@ def instantiate_callbacks(cfg: DictConfig | None) -> list[Callback]:
     return [hydra.utils.instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
 
 
-def instantiate_loggers(cfg: DictConfig | None) -> list[Logger]:
-    """Every ``_target_`` entry of the ``logger`` group."""
+def instantiate_loggers(cfg: DictConfig | None, wandb_id: str | None = None) -> list[Logger]:
+    """Every ``_target_`` entry of the ``logger`` group.
+
+    ``wandb_id`` resumes that W&B run (training resumed from one of its checkpoints).
+    """
     if not cfg:
         return []
-    return [hydra.utils.instantiate(c) for c in cfg.values() if isinstance(c, DictConfig) and "_target_" in c]
+    loggers = []
+    for c in cfg.values():
+        if not (isinstance(c, DictConfig) and "_target_" in c):
+            continue
+        is_wandb = "wandb" in c._target_.lower()
+        loggers.append(hydra.utils.instantiate(c, id=wandb_id) if is_wandb and wandb_id else hydra.utils.instantiate(c))
+    return loggers
 
 
 def build_model(cfg: DictConfig, **overrides):

@@ -80,3 +80,19 @@ def test_multirun_two_jobs_with_own_wandb_runs(tmp_path, fm_corpus):
         assert any("confusion_matrix" in m for m in wb["media"])
         run_ids.add(wb["run_id"])
     assert len(run_ids) == 2
+
+
+def test_resume_from_checkpoint_continues_the_same_wandb_run(tmp_path, fm_corpus):
+    first = tmp_path / "first"
+    run(compose_config(["+experiment=demo", "+debug=limit", f"data.root={fm_corpus}", "trainer.max_epochs=1"], first))
+    info = json.loads((first / "run.json").read_text())
+    assert info["wandb_id"]
+    ckpt = first / "checkpoints" / "last.ckpt"
+    second = tmp_path / "second"
+    run(compose_config(["+experiment=demo", "+debug=limit", f"data.root={fm_corpus}", "trainer.max_epochs=2", f"ckpt_path={ckpt}"], second))
+    assert json.loads((second / "run.json").read_text())["wandb_id"] == info["wandb_id"]
+    wb = read_offline_run(find_offline_runs(second)[0])
+    assert wb["run_id"] == info["wandb_id"]
+    # training went on from the checkpoint: the second job never logged epoch 0
+    epochs = {row["epoch"] for row in wb["history"] if "epoch" in row}
+    assert 0 not in epochs and 1 in epochs
