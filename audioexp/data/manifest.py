@@ -15,13 +15,14 @@ import hashlib
 
 import json
 import os
-import tempfile
 from array import array
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
+
+from audioexp.utils.files import atomic_open
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
@@ -133,22 +134,13 @@ class Manifest:
 
 def write_manifest_csv(rows: Iterable[tuple[str, str, str]], path: str | os.PathLike) -> int:
     """Stream ``(path, label, group)`` rows to a CSV atomically; return the row count."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     n = 0
-    try:
-        with os.fdopen(fd, "w", newline="", encoding="utf-8") as handle:
-            writer = csv.writer(handle)
-            writer.writerow(["path", "label", "group"])
-            for row in rows:
-                writer.writerow(row)
-                n += 1
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
+    with atomic_open(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "group"])
+        for row in rows:
+            writer.writerow(row)
+            n += 1
     return n
 
 
