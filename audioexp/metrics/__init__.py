@@ -1,1 +1,1 @@
-"""Metrics: pure functions in :mod:`.functional`, torchmetrics collections beside them."""
+"""Metrics: pure functions first (``functional``, ``verification``), torchmetrics ``Metric`` s beside them."""
