@@ -157,3 +157,75 @@ def instance_standardize(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     mean = x.mean(dim=dims, keepdim=True)
     std = x.std(dim=dims, keepdim=True, unbiased=False)
     return (x - mean) / (std + eps)
+
+
+def log_power_spectrogram(
+    waveform: torch.Tensor,
+    n_fft: int,
+    hop_length: int,
+    win_length: int | None = None,
+    window: str = "hamming",
+    center: bool = True,
+    pad_mode: str = "reflect",
+    eps: float = 1e-10,
+) -> torch.Tensor:
+    """Natural log of the STFT power, ``log(|X|^2 + eps)``.
+
+    Parameters
+    ----------
+    waveform : Tensor, shape (..., time)
+    n_fft, hop_length, win_length : int
+        In samples (``win_length`` defaults to ``n_fft``).
+    window : {"hamming", "hann"}
+        Periodic windows, as ``scipy.signal.get_window`` (and so librosa) builds them.
+
+    Returns
+    -------
+    Tensor, shape (..., n_fft // 2 + 1, 1 + time // hop_length) when ``center``
+
+    Examples
+    --------
+    >>> log_power_spectrogram(torch.randn(2, 48000), 320, 160).shape
+    torch.Size([2, 161, 301])
+    """
+    win_length = win_length or n_fft
+    windows = {"hamming": torch.hamming_window, "hann": torch.hann_window}
+    if window not in windows:
+        raise ValueError(f"window must be one of {sorted(windows)}, got {window!r}")
+    win = windows[window](win_length, periodic=True, dtype=waveform.dtype, device=waveform.device)
+    power = AF.spectrogram(
+        waveform, pad=0, window=win, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
+        power=2.0, normalized=False, center=center, pad_mode=pad_mode, onesided=True,
+    )
+    return torch.log(power + eps)
+
+
+def masked_mean_variance_normalize(
+    x: torch.Tensor, lengths: torch.Tensor | None = None, eps: float = 1e-5
+) -> torch.Tensor:
+    """Mean and variance normalisation over time, per item and per frequency.
+
+    Only the first ``lengths[b]`` frames of item ``b`` enter the statistics; the padded
+    frames are set to zero, so a padded batch normalises exactly as its items one by one.
+
+    Parameters
+    ----------
+    x : Tensor, shape (batch, freq, frames)
+    lengths : Tensor of int, shape (batch,), optional
+        Valid frames per item (all frames when omitted).
+
+    Returns
+    -------
+    Tensor, shape (batch, freq, frames)
+    """
+    if lengths is None:
+        mean = x.mean(dim=-1, keepdim=True)
+        std = x.std(dim=-1, keepdim=True, unbiased=False)
+        return (x - mean) / (std + eps)
+    frames = x.shape[-1]
+    mask = (torch.arange(frames, device=x.device)[None, :] < lengths.to(x.device)[:, None]).to(x.dtype)
+    mask = mask[:, None, :]
+    count = mask.sum(dim=-1, keepdim=True).clamp(min=1)
+    mean = (x * mask).sum(dim=-1, keepdim=True) / count
+    var = (((x - mean) * mask) ** 2).sum(dim=-1, keepdim=True) / count
+    return (x - mean) / (var.sqrt() + eps) * mask

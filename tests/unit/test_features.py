@@ -78,3 +78,56 @@ def test_frontend_rejects_wrong_shape_and_fmax():
         fe(torch.randn(2, 1, 16000))
     with pytest.raises(ValueError, match="Nyquist"):
         LogMelSpectrogram(16000, f_max=22050.0)
+
+
+def _numpy_log_power(y, n_fft=320, hop=160, eps=1e-10):
+    """Direct computation: reflect-pad n_fft/2, periodic Hamming frames, |rfft|^2, log."""
+    import scipy.signal
+
+    padded = np.pad(y, n_fft // 2, mode="reflect")
+    frames = 1 + len(y) // hop
+    window = scipy.signal.get_window("hamming", n_fft, fftbins=True)
+    stack = np.stack([padded[t * hop : t * hop + n_fft] * window for t in range(frames)], axis=1)
+    return np.log(np.abs(np.fft.rfft(stack, axis=0)) ** 2 + eps)
+
+
+def _reference_log_power_mvn(y, mvn_eps=1e-5):
+    logp = _numpy_log_power(y)
+    return (logp - logp.mean(axis=1, keepdims=True)) / (logp.std(axis=1, keepdims=True) + mvn_eps)
+
+
+def test_log_power_spectrogram_matches_librosa_stft():
+    from audioexp.features import log_power_spectrogram
+
+    rng = np.random.default_rng(3)
+    y = rng.standard_normal(48000) * 0.1
+    ours = log_power_spectrogram(torch.from_numpy(y), 320, 160).numpy()
+    S = librosa.stft(y, n_fft=320, hop_length=160, window="hamming", center=True, pad_mode="reflect")
+    ref = np.log(np.abs(S) ** 2 + 1e-10)
+    assert ours.shape == ref.shape == (161, 301)  # the paper's 1 x 161 x 301 for 3 s
+    # float64 on both sides. librosa (0.10+) builds its last centred frame from a separately
+    # padded tail, which differs from plain reflect padding; every other frame agrees
+    np.testing.assert_allclose(ours[:, :-1], ref[:, :-1], atol=1e-9)
+    np.testing.assert_allclose(ours, _numpy_log_power(y), atol=1e-9)
+
+
+def test_log_power_frontend_with_mvn_matches_librosa_and_batches_exactly():
+    from audioexp.features import LogPowerSpectrogram
+
+    rng = np.random.default_rng(4)
+    fe = LogPowerSpectrogram(16000)
+    assert (fe.win_length, fe.hop_length, fe.n_fft, fe.num_bins) == (320, 160, 320, 161)
+    lengths = [48000, 30011, 17000]
+    y = np.zeros((3, 48000), dtype=np.float32)
+    for i, n in enumerate(lengths):
+        y[i, :n] = rng.standard_normal(n) * 0.1
+    batched = fe(torch.from_numpy(y), torch.tensor(lengths))
+    for i, n in enumerate(lengths):
+        frames = 1 + n // 160
+        ref = _reference_log_power_mvn(y[i, :n].astype(np.float64))
+        # float32 STFT against a float64 reference, after normalisation to unit variance:
+        # the log of a near-zero bin amplifies float32 rounding, hence 1e-3
+        np.testing.assert_allclose(batched[i, 0, :, :frames].numpy(), ref, atol=1e-3)
+        single = fe(torch.from_numpy(y[i : i + 1, :n]))
+        torch.testing.assert_close(batched[i : i + 1, :, :, :frames], single, rtol=0, atol=1e-5)
+        assert batched[i, :, :, frames:].abs().max() == 0 if frames < batched.shape[-1] else True
