@@ -18,6 +18,7 @@ and is reachable from :func:`write_minicorpus` and the command line::
 from __future__ import annotations
 
 import argparse
+import inspect
 import json
 import os
 import re
@@ -358,12 +359,17 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--clips-per-class",
         type=int,
         default=None,
-        help="clips per class (default: the writer's default)",
+        help="clips per class (default: the writer's default); ignored, with a warning, "
+        "by kinds that have no such parameter (voxceleb1: all its sizes are the writer's defaults)",
     )
     args = parser.parse_args(argv)
     kwargs: dict[str, Any] = {}
     if args.clips_per_class is not None:
-        kwargs["clips_per_class"] = args.clips_per_class
+        writer = WRITERS.get(args.kind)
+        if writer is None or "clips_per_class" in inspect.signature(writer).parameters:
+            kwargs["clips_per_class"] = args.clips_per_class
+        else:
+            print(f"warning: --clips-per-class is ignored for kind {args.kind!r}", file=sys.stderr)
     try:
         root = write_minicorpus(args.kind, args.out_dir, seed=args.seed, **kwargs)
     except ValueError as exc:
@@ -372,5 +378,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     return 0
 
 
+# Corpus writers kept in their own modules register themselves on import.
+from audioexp.data import minicorpus_voxceleb  # noqa: E402,F401  (kind "voxceleb1")
+
 if __name__ == "__main__":
-    sys.exit(main())
+    # Under ``python -m`` this file runs as ``__main__``, a second copy of the
+    # module; the writers above registered in the imported copy's WRITERS.
+    from audioexp.data.minicorpus import main as _main
+
+    sys.exit(_main())
