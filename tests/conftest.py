@@ -45,6 +45,25 @@ def fm_corpus(tmp_path_factory) -> Path:
     return write_minicorpus("fm_broadcast", root, seed=7, clips_per_class=12, recordings_per_class=4)
 
 
+@pytest.fixture(scope="session")
+def voxceleb_corpus(tmp_path_factory) -> Path:
+    """A small generated VoxCeleb1 (wav/<spk>/<video>/<utt>.wav, iden_split.txt, veri_test.txt)."""
+    from audioexp.data.minicorpus import write_minicorpus
+
+    root = tmp_path_factory.mktemp("corpora") / "voxceleb1"
+    return write_minicorpus("voxceleb1", root, seed=3, num_speakers=10, num_test_speakers=4,
+                            videos_per_speaker=3, utterances_per_video=2)
+
+
+@pytest.fixture(scope="session")
+def corpora(fm_corpus, voxceleb_corpus) -> dict[str, Path]:
+    """Miniature corpus root per DataModule class path."""
+    return {
+        "audioexp.data.fm_broadcast.FMBroadcastDataModule": fm_corpus,
+        "audioexp.data.voxceleb1.VoxCeleb1DataModule": voxceleb_corpus,
+    }
+
+
 @pytest.fixture
 def imagenet_hub_cache(tmp_path, monkeypatch):
     """torchvision-format ResNet18 weights in a private torch hub cache (no download)."""

@@ -89,15 +89,22 @@ class FixedLengthClipDataset(Dataset):
 
 
 def collate_skipping_bad(items: list[dict | None]) -> dict | None:
-    """Stack dict items, dropping ``None`` (bad files); ``"skipped"`` counts the drops.
+    """Batch dict items, dropping ``None`` (bad files); ``"skipped"`` counts the drops.
 
-    Returns ``None`` when every item of the batch was bad.
+    Waveforms of different lengths are zero-padded at the end; ``"length"`` holds each
+    item's number of valid samples. Returns ``None`` when every item of the batch was bad.
     """
     good = [item for item in items if item is not None]
     if not good:
         return None
+    lengths = [item["waveform"].shape[-1] for item in good]
+    longest = max(lengths)
+    waveform = torch.zeros(len(good), longest, dtype=good[0]["waveform"].dtype)
+    for i, item in enumerate(good):
+        waveform[i, : lengths[i]] = item["waveform"]
     return {
-        "waveform": torch.stack([item["waveform"] for item in good]),
+        "waveform": waveform,
+        "length": torch.tensor(lengths, dtype=torch.long),
         "label": torch.tensor([item["label"] for item in good], dtype=torch.long),
         "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
         "skipped": torch.tensor(len(items) - len(good), dtype=torch.long),

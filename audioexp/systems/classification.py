@@ -75,15 +75,21 @@ class AudioClassifier(L.LightningModule):
         self.val_confmat = confusion_matrix_metric(num_classes)
         self.test_confmat = confusion_matrix_metric(num_classes)
         self.val_acc_best = MaxMetric()
+        # per-class error rates and the confusion-matrix image only make sense for few classes
+        self.per_class_metrics = num_classes <= 20
 
     # --- forward -------------------------------------------------------------------------
-    def embed(self, waveform: torch.Tensor) -> torch.Tensor:
+    def feature_map(self, waveform: torch.Tensor) -> torch.Tensor:
         """Body feature map, shape (batch, C, F', T')."""
         return self.backbone(self.frontend(waveform))
 
+    def embed(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """Utterance embedding, shape (batch, C): the body's feature map averaged over F' and T'."""
+        return self.feature_map(waveform).mean(dim=(2, 3))
+
     def forward(self, waveform: torch.Tensor) -> torch.Tensor:
         """Logits, shape (batch, num_classes), for waveforms of shape (batch, time)."""
-        return self.head(self.embed(waveform))
+        return self.head(self.feature_map(waveform))
 
     # --- steps -----------------------------------------------------------------------------
     def model_step(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -101,7 +107,7 @@ class AudioClassifier(L.LightningModule):
         metrics = getattr(self, f"{stage}_metrics")
         metrics(logits.detach(), y)
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=n)
-        if stage != "train":
+        if stage != "train" and self.per_class_metrics:
             getattr(self, f"{stage}_confmat").update(logits.detach().argmax(dim=1), y)
         skipped = batch.get("skipped")
         if skipped is not None:
@@ -125,7 +131,9 @@ class AudioClassifier(L.LightningModule):
     def on_train_start(self) -> None:
         self.val_acc_best.reset()
 
-    def _log_error_rates(self, stage: str) -> torch.Tensor:
+    def _log_error_rates(self, stage: str) -> torch.Tensor | None:
+        if not self.per_class_metrics:
+            return None
         metric = getattr(self, f"{stage}_confmat")
         confmat = metric.compute()  # synchronised across DDP ranks by torchmetrics
         rates = confusion_error_rates(confmat, self.class_names)
@@ -142,8 +150,9 @@ class AudioClassifier(L.LightningModule):
         self.log("val/acc_best", self.val_acc_best.compute(), prog_bar=True)
 
     def on_test_epoch_end(self) -> None:
-        confmat = self._log_error_rates("test").cpu().numpy()
-        self.log_figure("test/confusion_matrix", self._confusion_figure(confmat))
+        confmat = self._log_error_rates("test")
+        if confmat is not None:
+            self.log_figure("test/confusion_matrix", self._confusion_figure(confmat.cpu().numpy()))
 
     def _confusion_figure(self, confmat):
         from audioexp.utils.plots import confusion_matrix_figure

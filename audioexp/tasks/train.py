@@ -11,7 +11,7 @@ import hydra
 import lightning as L
 from lightning.pytorch.callbacks import LearningRateMonitor
 from lightning.pytorch.loggers import WandbLogger
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audioexp.tasks.registry import register_task
 from audioexp.utils.files import atomic_write_json, atomic_write_text
@@ -36,6 +36,23 @@ def log_hyperparameters(cfg: DictConfig, loggers, model) -> None:
 
 def scalar_metrics(metrics) -> dict[str, float]:
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def fill_classes_from_data(cfg: DictConfig, datamodule) -> None:
+    """Corpora whose classes come from their files (``data.num_classes: null``) fill them in.
+
+    The speaker count of VoxCeleb1 depends on the protocol and the release: it is read from
+    the split files, and written into the config so the saved run rebuilds the same model.
+    """
+    if "num_classes" not in cfg.data or cfg.data.num_classes is not None:
+        return
+    datamodule.prepare_data()
+    datamodule.setup("fit")
+    with open_dict(cfg):
+        cfg.data.num_classes = datamodule.num_classes
+        if "class_names" in cfg.data and cfg.data.class_names is None:
+            cfg.data.class_names = list(datamodule.class_names)
+    log.info("%d classes read from the data", datamodule.num_classes)
 
 
 def _run_info_of_checkpoint(ckpt_path: str | None) -> dict:
@@ -65,11 +82,12 @@ def _write_run_info(output_dir: Path, cfg: DictConfig, loggers, **extra) -> None
 def train(cfg: DictConfig) -> dict[str, float]:
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
-    atomic_write_text(output_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(resolved_config(cfg)))
     L.seed_everything(cfg.seed, workers=True)
 
     log.info("data: %s", cfg.data._target_)
     datamodule = hydra.utils.instantiate(cfg.data)
+    fill_classes_from_data(cfg, datamodule)
+    atomic_write_text(output_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(resolved_config(cfg)))
     log.info("model: %s", cfg.model._target_)
     model = build_model(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))

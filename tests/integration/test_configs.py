@@ -7,7 +7,7 @@ import pytest
 import torch
 from omegaconf import OmegaConf
 
-from audioexp.tasks.train import resolved_config
+from audioexp.tasks.train import fill_classes_from_data, resolved_config
 from audioexp.utils.runs import build_model, instantiate_callbacks, instantiate_loggers
 from tests.conftest import CONF_DIR, compose_config
 
@@ -19,6 +19,40 @@ OPTIONS = [(g, f.stem) for g in GROUPS for f in sorted((CONF_DIR / g).glob("*.ya
 
 def override(group: str, option: str) -> str:
     return f"+{group}={option}" if group in APPENDED_GROUPS else f"{group}={option}"
+
+
+def _experiment_defaults() -> dict[str, dict[str, str]]:
+    """experiment -> {group: option} from its ``override /group: option`` lines."""
+    chosen = {}
+    for path in sorted((CONF_DIR / "experiment").glob("*.yaml")):
+        picks = {}
+        for item in OmegaConf.load(path).get("defaults", []):
+            if OmegaConf.is_dict(item):
+                for key, value in item.items():
+                    if str(key).startswith("override /"):
+                        picks[str(key)[len("override /"):]] = str(value)
+        chosen[path.stem] = picks
+    return chosen
+
+
+def context_for(group: str, option: str) -> list[str]:
+    """Overrides that put ``group=option`` among parts it is meant to work with.
+
+    Options of data, features and model only make sense together (a VoxCeleb model on
+    FM broadcast clips does not): compose each inside an experiment that picks it, or the
+    experiment whose data family it belongs to.
+    """
+    if group == "experiment":
+        return [override(group, option)]
+    experiments = _experiment_defaults()
+    for name, picks in experiments.items():
+        if picks.get(group) == option:
+            return [f"+experiment={name}", override(group, option)]
+    family = option.split("_")[0]
+    for name, picks in experiments.items():
+        if group == "data" and picks.get("data", "").split("_")[0] == family:
+            return [f"+experiment={name}", override(group, option)]
+    return ["+experiment=demo", override(group, option)]
 
 
 def test_groups_exist():
@@ -37,6 +71,8 @@ def test_experiment_not_in_primary_defaults():
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_resolves(group, option, tmp_path):
     cfg = compose_config([override(group, option)], tmp_path)
+    assert OmegaConf.select(cfg, "task") == "train"
+    cfg = compose_config(context_for(group, option), tmp_path)
     # every interpolation resolves (hydra's own node aside)
     resolved = resolved_config(cfg)
     assert resolved["task"] == "train"
@@ -49,16 +85,19 @@ def _needs_gpus(cfg) -> int:
 
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
-def test_option_instantiates(group, option, tmp_path, imagenet_hub_cache, fm_corpus):
+def test_option_instantiates(group, option, tmp_path, imagenet_hub_cache, corpora):
     if group in ("hydra", "paths", "hparams_search", "launcher"):
         pytest.skip(f"{group} holds no _target_ of its own; composing and resolving it is the test")
-    cfg = compose_config([override(group, option), f"data.root={fm_corpus}"], tmp_path)
+    overrides = context_for(group, option)
+    cfg = compose_config(overrides, tmp_path)
+    cfg = compose_config([*overrides, f"data.root={corpora[cfg.data._target_]}"], tmp_path)
     gpus = _needs_gpus(cfg)
     if gpus > torch.cuda.device_count():
         pytest.skip(f"{group}={option} needs {gpus} CUDA device(s); this machine has {torch.cuda.device_count()}")
     datamodule = hydra.utils.instantiate(cfg.data)
+    fill_classes_from_data(cfg, datamodule)
     assert datamodule.num_classes == cfg.data.num_classes
-    model = build_model(cfg)
+    model = build_model(cfg).eval()
     out = model(torch.randn(2, 16000))
     assert out.shape == (2, cfg.data.num_classes)
     loggers = instantiate_loggers(cfg.get("logger"))
