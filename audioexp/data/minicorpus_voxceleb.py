@@ -117,34 +117,42 @@ _VIDEO_ID_LENGTH = 11
 _DESIGN_KEY, _VIDEO_KEY, _UTT_KEY, _NUISANCE_KEY, _SPLIT_KEY, _TRIAL_KEY = range(6)
 
 # Gender-specific ranges of the identity parameters (mean f0 in Hz, formant
-# scale): disjoint, so "m"/"f" in the metadata agrees with the pitch.
-_F0_RANGE = {"m": (85.0, 150.0), "f": (165.0, 255.0)}
-_FORMANT_RANGE = {"m": (0.87, 1.06), "f": (1.07, 1.27)}
+# scale): the f0 ranges are disjoint, so "m"/"f" in the metadata agrees with
+# the pitch.  Both are wide, so that the speakers of one gender are spread
+# far apart in pitch and in vocal-tract length.
+_F0_RANGE = {"m": (80.0, 155.0), "f": (170.0, 270.0)}
+_FORMANT_RANGE = {"m": (0.82, 1.08), "f": (1.02, 1.32)}
 # Shared ranges of the other voice parameters.
 _VOICE_RANGES: dict[str, tuple[float, float]] = {
     "f0_range": (3.0, 8.0),
-    "speaking_rate": (3.4, 5.8),
+    "speaking_rate": (3.0, 6.5),
     "jitter": (0.004, 0.02),
     "shimmer": (0.02, 0.08),
-    "breathiness": (0.01, 0.10),
-    "open_quotient": (0.5, 0.75),
-    "speed_quotient": (1.8, 3.5),
-    "bandwidth_scale": (0.75, 1.4),
-    "brightness": (-0.35, 0.35),
+    "breathiness": (0.005, 0.2),
+    "open_quotient": (0.45, 0.8),
+    "speed_quotient": (1.6, 4.0),
+    "bandwidth_scale": (0.6, 1.7),
+    "brightness": (-0.6, 0.6),
     "intensity_variation": (0.3, 0.7),
     "accent_strength": (0.3, 0.7),
     "declination": (0.3, 0.7),
-    "fricative_level": (0.25, 0.5),
-    "vowel_shift_1": (0.9, 1.1),
-    "vowel_shift_2": (0.9, 1.1),
-    "vowel_shift_3": (0.9, 1.1),
+    "fricative_level": (0.15, 0.6),
+    "vowel_shift_1": (0.85, 1.15),
+    "vowel_shift_2": (0.85, 1.15),
+    "vowel_shift_3": (0.85, 1.15),
 }
-# Per-video channel: noise floor (dBFS), EQ corner frequencies and gains.
-_VIDEO_NOISE_FLOOR_DBFS = (-70.0, -55.0)
-_HIGHPASS_HZ = (50.0, 150.0)
-_LOWPASS_HZ = (6000.0, 7600.0)
+# Per-video change of speaking style (standard deviations): log mean f0,
+# log f0 range, log speaking rate, brightness.  Small, so that a speaker
+# sounds like the same person in every video.
+_VIDEO_STYLE_SD = {"mean_f0": 0.015, "f0_range": 0.05, "speaking_rate": 0.02, "brightness": 0.02}
+# Per-video channel: noise floor (dBFS), EQ corner frequencies and gains of
+# two broad peaking filters (dB, +-; quality factor range).
+_VIDEO_NOISE_FLOOR_DBFS = (-72.0, -60.0)
+_HIGHPASS_HZ = (50.0, 120.0)
+_LOWPASS_HZ = (7000.0, 7600.0)
 _PEAK_HZ = (250.0, 4000.0)
-_PEAK_GAIN_DB = 3.0
+_PEAK_GAIN_DB = 1.5
+_PEAK_Q = (0.4, 0.8)
 
 _FIRST_NAMES = {
     "m": (
@@ -394,12 +402,15 @@ def _draw_video(
     # The same person sounds a little different from one interview to the
     # next; f0 stays inside the gender's range so the metadata stays true.
     f0_lo, f0_hi = _F0_RANGE[speaker.gender]
+    sd = _VIDEO_STYLE_SD
     voice = replace(
         v,
-        mean_f0=float(np.clip(v.mean_f0 * np.exp(rng.normal(0.0, 0.03)), 0.97 * f0_lo, 1.03 * f0_hi)),
-        f0_range=float(v.f0_range * np.exp(rng.normal(0.0, 0.1))),
-        speaking_rate=float(v.speaking_rate * np.exp(rng.normal(0.0, 0.04))),
-        brightness=float(np.clip(v.brightness + rng.normal(0.0, 0.05), -0.9, 0.9)),
+        mean_f0=float(
+            np.clip(v.mean_f0 * np.exp(rng.normal(0.0, sd["mean_f0"])), 0.97 * f0_lo, 1.03 * f0_hi)
+        ),
+        f0_range=float(v.f0_range * np.exp(rng.normal(0.0, sd["f0_range"]))),
+        speaking_rate=float(v.speaking_rate * np.exp(rng.normal(0.0, sd["speaking_rate"]))),
+        brightness=float(np.clip(v.brightness + rng.normal(0.0, sd["brightness"]), -0.9, 0.9)),
     )
     nyq = 0.5 * sample_rate
     hp = float(_log_lerp(_HIGHPASS_HZ, rng.random()))
@@ -413,7 +424,7 @@ def _draw_video(
             _peaking_sos(
                 float(_log_lerp(_PEAK_HZ, rng.random())),
                 float(rng.uniform(-_PEAK_GAIN_DB, _PEAK_GAIN_DB)),
-                float(rng.uniform(0.5, 1.2)),
+                float(rng.uniform(*_PEAK_Q)),
                 sample_rate,
             )
         )

@@ -167,6 +167,29 @@ class LogPowerSpectrogram(nn.Module):
             waveform, self.n_fft, self.hop_length, self.win_length, self.window, eps=self.eps
         )
 
+    def _spectrogram_padded(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """One batched STFT whose frames equal each item's own centred STFT.
+
+        Each item is reflect-padded at ITS edges (as ``torch.stft(center=True)`` pads a lone
+        item): the reflected tail of each item is written after its last sample, then the
+        batch is framed without centring.
+        """
+        half = self.n_fft // 2
+        if int(lengths.min()) <= half:
+            raise ValueError(f"utterances must be longer than {half} samples, got {int(lengths.min())}")
+        # zero-pad by half a window each side, then write each item's reflected edges
+        padded = torch.nn.functional.pad(waveform, (half, half))
+        padded[:, :half] = waveform[:, 1 : half + 1].flip(-1)
+        k = torch.arange(half, device=waveform.device)[None, :]
+        source = (lengths[:, None] - 2 - k).clamp(min=0)  # x[L-2], x[L-3], ...: reflection about x[L-1]
+        padded.scatter_(1, lengths[:, None] + half + k, torch.gather(waveform, 1, source))
+        spec = F.log_power_spectrogram(
+            padded, self.n_fft, self.hop_length, self.win_length, self.window, center=False, eps=self.eps
+        )
+        frames = self.num_frames(lengths)
+        keep = torch.arange(spec.shape[-1], device=spec.device)[None, :] < frames[:, None]
+        return spec * keep[:, None, :]
+
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if waveform.dim() != 2:
             raise ValueError(
@@ -179,12 +202,7 @@ class LogPowerSpectrogram(nn.Module):
                 frame_lengths = None
             else:
                 frame_lengths = self.num_frames(lengths.to(waveform.device))
-                frames = self.num_frames(waveform.shape[-1])
-                spec = waveform.new_zeros(waveform.shape[0], self.num_bins, frames)
-                # each item at its own length: the STFT's edge padding then matches a lone call
-                for i, n in enumerate(lengths.tolist()):
-                    s = self._spectrogram(waveform[i : i + 1, :n])
-                    spec[i, :, : s.shape[-1]] = s[0]
+                spec = self._spectrogram_padded(waveform, lengths.to(waveform.device))
             if self.normalize:
                 spec = F.masked_mean_variance_normalize(spec, frame_lengths)
         return spec.unsqueeze(1)
