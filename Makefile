@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 
-.PHONY: install test demo bench clean
+.PHONY: install test demo bench voxceleb-mini clean
 
 install: $(STAMP)
 
@@ -22,6 +22,17 @@ demo: install
 
 bench: install
 	$(BIN)/python bench/bench_manifest.py
+	$(BIN)/python bench/bench_spectrogram.py
+	$(BIN)/python bench/bench_training_throughput.py --width 0.5 --batch 8 --steps 10
+
+# The three VoxCeleb recipes (and a shuffled-label control) on the generated miniature
+# VoxCeleb1, scaled for a CPU (a narrower VGG, shorter crops): about VOXMINI_MINUTES minutes.
+VOXMINI := data=voxceleb1_mini model.width=0.125 data.crop_seconds=1.5 trainer.max_epochs=30 logger=csv
+voxceleb-mini: install
+	$(BIN)/python -m audioexp +experiment=voxceleb_centerloss $(VOXMINI)
+	$(BIN)/python -m audioexp +experiment=voxceleb_softmax $(VOXMINI)
+	$(BIN)/python -m audioexp +experiment=voxceleb_centerloss_verification $(VOXMINI)
+	$(BIN)/python -m audioexp +experiment=voxceleb_centerloss $(VOXMINI) data.shuffle_labels=true name=voxceleb_centerloss_shuffled
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache

@@ -1,9 +1,9 @@
-"""Use a finished run from Python: load it, embed audio files, score pairs.
+"""Use a finished run from Python: load it, embed audio files, score pairs::
 
-    >>> from audioexp.inference import load_run, embed_file, score_pair   # doctest: +SKIP
-    >>> model = load_run("logs/train/runs/voxceleb_centerloss/2026-11-23_01-00-00")
-    >>> embed_file(model, "a.wav").shape            # (ndims,)
-    >>> score_pair(model, "a.wav", "b.wav")         # cosine similarity in [-1, 1]
+    from audioexp.inference import load_run, embed_file, score_pair
+    model = load_run("logs/train/runs/voxceleb_centerloss/2026-11-23_01-00-00")
+    embed_file(model, "a.wav").shape            # (ndims,)
+    score_pair(model, "a.wav", "b.wav")         # cosine similarity in [-1, 1]
 """
 
 from __future__ import annotations

@@ -50,14 +50,22 @@ Ids and list conventions (as in the real corpus)
 
 Audio
 -----
-Each speaker has one synthetic voice (:class:`synth.VoiceParams`).  Mean f0
-and formant scale are laid out on a stratified (Latin-hypercube) grid
-within each gender, and the other voice parameters on one across all
-speakers, so that no two speakers are near-duplicates.  Each video adds a
-mild channel shared by its utterances: a gentle random EQ (high-pass,
-low-pass, two peaking filters), a small shift of the speaker's speaking
-style, and a noise floor.  Loudness does not identify the speaker:
-utterance ``k`` of *every* speaker gets element ``k`` of one
+Each speaker has one synthetic voice (:class:`synth.VoiceParams`), fixed
+within an utterance.  Mean f0 and formant scale are laid out on a
+stratified (Latin-hypercube) grid over wide ranges within each gender, and
+the other voice parameters (speaking rate, vowel space, formant
+bandwidths, spectral tilt, breathiness, glottal pulse shape, ...) on one
+across all speakers, so that speakers are far apart and no two are
+near-duplicates.  Each video adds a mild channel shared by its utterances:
+a gentle random EQ (high-pass, low-pass, two broad peaking filters of at
+most +-1.5 dB), a small shift of the speaker's speaking style (about 1.5 %
+in f0, 2 % in speaking rate), and a noise floor.  The identity is thus
+carried by the voice, consistently across videos: on the default corpus a
+logistic regression on per-utterance MFCC mean and standard deviation
+trained on split 1 identifies the speakers of split 3 (another video)
+with 97-100 % accuracy, and an LDA trained on the dev speakers scores
+``veri_test.txt`` at an EER of 3-7 % (seeds 0-2).  Loudness does not identify
+the speaker: utterance ``k`` of *every* speaker gets element ``k`` of one
 low-discrepancy sequence of active levels and pause fractions
 (:func:`synth.nuisance_sequence`).
 """
@@ -66,9 +74,12 @@ from __future__ import annotations
 
 import inspect
 import json
+import multiprocessing
 import os
 import re
 import shutil
+import sys
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
@@ -112,6 +123,10 @@ _SPEAKER_DIR_RE = re.compile(r"^id\d{5}$")
 _VIDEO_ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_"
 _VIDEO_ID_LENGTH = 11
 
+# Version of the voice and channel design below; it is part of the
+# completion stamp, so a corpus written with an older design is rewritten.
+_VOICE_DESIGN = 2
+
 # spawn-key branches: corpus design, per video, per utterance, nuisance
 # offset, split choice, trial lists.
 _DESIGN_KEY, _VIDEO_KEY, _UTT_KEY, _NUISANCE_KEY, _SPLIT_KEY, _TRIAL_KEY = range(6)
@@ -128,18 +143,18 @@ _VOICE_RANGES: dict[str, tuple[float, float]] = {
     "speaking_rate": (3.0, 6.5),
     "jitter": (0.004, 0.02),
     "shimmer": (0.02, 0.08),
-    "breathiness": (0.005, 0.2),
+    "breathiness": (0.005, 0.25),
     "open_quotient": (0.45, 0.8),
     "speed_quotient": (1.6, 4.0),
-    "bandwidth_scale": (0.6, 1.7),
-    "brightness": (-0.6, 0.6),
+    "bandwidth_scale": (0.5, 2.0),
+    "brightness": (-0.7, 0.7),
     "intensity_variation": (0.3, 0.7),
     "accent_strength": (0.3, 0.7),
     "declination": (0.3, 0.7),
     "fricative_level": (0.15, 0.6),
-    "vowel_shift_1": (0.85, 1.15),
-    "vowel_shift_2": (0.85, 1.15),
-    "vowel_shift_3": (0.85, 1.15),
+    "vowel_shift_1": (0.82, 1.18),
+    "vowel_shift_2": (0.82, 1.18),
+    "vowel_shift_3": (0.82, 1.18),
 }
 # Per-video change of speaking style (standard deviations): log mean f0,
 # log f0 range, log speaking rate, brightness.  Small, so that a speaker
@@ -458,6 +473,39 @@ def _synth_utterance(
     return np.clip(speech + noise, -1.0, 1.0)
 
 
+def _write_utterance(job: tuple) -> str:
+    """Synthesise and write one file; module-level so worker processes can run it."""
+    path, seed, s, v, u, video, nuisance, min_seconds, max_seconds, sample_rate = job
+    audio = _synth_utterance(
+        _child_rng(seed, _UTT_KEY, s, v, u), video, nuisance, min_seconds, max_seconds, sample_rate
+    )
+    _write_wav(Path(path), audio, sample_rate)
+    return path
+
+
+# Files below which ``workers=None`` writes in this process (starting
+# workers would cost more than it saves).
+_PARALLEL_MIN_FILES = 64
+_MAX_AUTO_WORKERS = 4
+
+
+def _auto_workers(n_files: int) -> int:
+    """Worker processes for ``workers=None``: the free cores (at most 4) for a big corpus."""
+    if n_files < _PARALLEL_MIN_FILES or not _can_fork():
+        return 1
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:  # not on Linux
+        cores = os.cpu_count() or 1
+    return max(1, min(_MAX_AUTO_WORKERS, cores))
+
+
+def _can_fork() -> bool:
+    # Forked workers start at once (no re-import of __main__, which may be a
+    # heavy training script); fork is safe on Linux for this NumPy/SciPy work.
+    return sys.platform.startswith("linux") and "fork" in multiprocessing.get_all_start_methods()
+
+
 # --------------------------------------------------------------------------
 # Protocol lists
 # --------------------------------------------------------------------------
@@ -534,21 +582,23 @@ def _remove_previous(root: Path) -> None:
 def write_voxceleb1(
     root: str | os.PathLike,
     seed: int = 0,
-    num_speakers: int = 24,
+    num_speakers: int = 20,
     num_test_speakers: int = 6,
-    videos_per_speaker: int = 3,
-    utterances_per_video: int = 4,
+    videos_per_speaker: int = 4,
+    utterances_per_video: int = 6,
     min_seconds: float = 2.0,
-    max_seconds: float = 5.0,
+    max_seconds: float = 4.0,
     sample_rate: int = 16000,
     trials_per_speaker: int = 40,
     progress: bool | None = None,
+    workers: int | None = None,
 ) -> Path:
     """Write a miniature VoxCeleb1 (layout and protocol files of the real one).
 
     See the module docstring for the layout and list conventions.  The
-    default corpus has 24 speakers x 3 videos x 4 utterances = 288 files,
-    about 1,000 s of audio, and 6 x 40 = 240 verification trials.
+    default corpus has 20 speakers (6 of them verification test speakers)
+    x 4 videos x 6 utterances = 480 files of 2-4 s, about 1,440 s of audio,
+    and 6 x 40 = 240 verification trials.
 
     Parameters
     ----------
@@ -579,6 +629,11 @@ def write_voxceleb1(
     progress : bool, optional
         Show a progress bar; by default only when writing more than a few
         files.
+    workers : int, optional
+        Processes that synthesise the audio (forked, Linux only; 1 = in this
+        process).  By default the available cores, at most 4, for corpora of
+        64 files or more, else 1.  The files are byte-identical whatever the
+        number: every utterance has its own generator.
 
     Returns
     -------
@@ -630,6 +685,7 @@ def write_voxceleb1(
         "kind": "voxceleb1",
         "seed": int(seed),
         "generator_version": GENERATOR_VERSION,
+        "voice_design": _VOICE_DESIGN,
         "params": params,
         "files": [f"wav/{rel}" for *_, rel in plan] + list(LIST_FILES),
     }
@@ -643,16 +699,28 @@ def write_voxceleb1(
 
     offset = _child_rng(seed, _NUISANCE_KEY).random(3)
     show = len(plan) > _PROGRESS_MIN_FILES if progress is None else progress
-    for s, v, u, rel in tqdm(plan, desc="voxceleb1", unit="utt", disable=not show):
-        audio = _synth_utterance(
-            _child_rng(seed, _UTT_KEY, s, v, u),
-            videos[s][v],
+    jobs = [
+        (
+            str(root / "wav" / rel), seed, s, v, u, videos[s][v],
             synth.nuisance_sequence(offset, v * utterances_per_video + u),
-            min_seconds,
-            max_seconds,
-            sample_rate,
+            float(min_seconds), float(max_seconds), int(sample_rate),
         )
-        _write_wav(root / "wav" / rel, audio, sample_rate)
+        for s, v, u, rel in plan
+    ]
+    n_workers = _auto_workers(len(jobs)) if workers is None else int(workers)
+    if n_workers > 1 and not _can_fork():
+        n_workers = 1
+    if n_workers <= 1:
+        for job in tqdm(jobs, desc="voxceleb1", unit="utt", disable=not show):
+            _write_utterance(job)
+    else:
+        context = multiprocessing.get_context("fork")
+        with ProcessPoolExecutor(max_workers=n_workers, mp_context=context) as pool:
+            # map() submits every job, so the workers are forked here, before
+            # the progress bar starts its monitor thread.
+            done = pool.map(_write_utterance, jobs, chunksize=4)
+            for _ in tqdm(done, total=len(jobs), desc="voxceleb1", unit="utt", disable=not show):
+                pass
 
     # Identification split: one test video and one validation video per speaker.
     split_of: dict[tuple[int, int], int] = {}

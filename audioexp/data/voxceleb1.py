@@ -337,6 +337,8 @@ class VoxCeleb1DataModule(L.LightningDataModule):
         super().__init__()
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
+        if minicorpus not in (None, "voxceleb1"):
+            raise ValueError(f"minicorpus must be 'voxceleb1' or null for VoxCeleb1, got {minicorpus!r}")
         self.root = Path(root)
         self.protocol = protocol
         self.iden_split_file = Path(iden_split) if iden_split else None
@@ -398,7 +400,8 @@ class VoxCeleb1DataModule(L.LightningDataModule):
             from audioexp.data.minicorpus import write_minicorpus
 
             log.info("writing the miniature %s corpus into %s", self.minicorpus, self.root)
-            write_minicorpus(self.minicorpus, self.root)
+            # in-process: no forked writers inside a training process that has torch loaded
+            write_minicorpus(self.minicorpus, self.root, workers=1)
         if not self.root.is_dir():
             raise CorpusNotFoundError(f"VoxCeleb1 root {self.root} does not exist; " + EXPECTED_LAYOUT.format(root=self.root))
         if self.protocol == "verification":
