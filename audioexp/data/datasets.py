@@ -15,6 +15,34 @@ from audioexp.data.manifest import Manifest
 log = logging.getLogger(__name__)
 
 
+class SkippingAudioReader:
+    """Reads audio for a dataset; with ``skip_bad_files`` a bad file gives ``None`` and a warning.
+
+    Shared by the datasets so that every corpus skips and counts bad files the same way
+    (the count is per process: each DataLoader worker warns with its own running count).
+    """
+
+    def __init__(self, sample_rate: int, min_seconds: float = 0.0, skip_bad_files: bool = False) -> None:
+        self.sample_rate = sample_rate
+        self.min_seconds = min_seconds
+        self.skip_bad_files = skip_bad_files
+        self.num_skipped = 0
+
+    def __call__(self, path) -> torch.Tensor | None:
+        try:
+            return load_audio(path, self.sample_rate, self.min_seconds)
+        except (AudioFileError, FileNotFoundError) as err:
+            if not self.skip_bad_files:
+                raise
+            self.num_skipped += 1
+            warnings.warn(
+                f"skipping bad audio file ({self.num_skipped} skipped so far in this process): {err}",
+                RuntimeWarning,
+                stacklevel=3,
+            )
+            return None
+
+
 class FixedLengthClipDataset(Dataset):
     """Clips of a manifest, cropped or zero-padded to a fixed length.
 
@@ -59,30 +87,17 @@ class FixedLengthClipDataset(Dataset):
         )
         if len(self.labels) != len(self.indices):
             raise ValueError("labels must align with indices")
-        self.sample_rate = sample_rate
         self.num_samples = num_samples
         self.crop = crop
-        self.min_seconds = min_seconds
-        self.skip_bad_files = skip_bad_files
-        self.num_skipped = 0
+        self.read = SkippingAudioReader(sample_rate, min_seconds, skip_bad_files)
 
     def __len__(self) -> int:
         return len(self.indices)
 
     def __getitem__(self, i: int) -> dict | None:
         row = int(self.indices[i])
-        path = self.manifest.resolve(row)
-        try:
-            waveform = load_audio(path, self.sample_rate, self.min_seconds)
-        except (AudioFileError, FileNotFoundError) as err:
-            if not self.skip_bad_files:
-                raise
-            self.num_skipped += 1
-            warnings.warn(
-                f"skipping bad audio file ({self.num_skipped} skipped so far in this process): {err}",
-                RuntimeWarning,
-                stacklevel=2,
-            )
+        waveform = self.read(self.manifest.resolve(row))
+        if waveform is None:
             return None
         waveform = fix_length(waveform, self.num_samples, self.crop)
         return {"waveform": waveform, "label": int(self.labels[i]), "index": row}

@@ -40,8 +40,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
-from audioexp.data.audio import AudioFileError, load_audio
-from audioexp.data.datasets import collate_skipping_bad
+from audioexp.data.datasets import SkippingAudioReader, collate_skipping_bad
 from audioexp.data.fm_broadcast import CorpusNotFoundError
 from audioexp.data.manifest import PathTable, cache_key, scan_audio_files, tree_stamp
 from audioexp.utils.files import atomic_open, atomic_write_json
@@ -232,14 +231,11 @@ class UtteranceDataset(Dataset):
         self.root = Path(root)
         self.paths = paths
         self.labels = np.asarray(labels, dtype=np.int64)
-        self.sample_rate = sample_rate
         self.crop_samples = crop_samples
         self.noise_prob = noise_prob
         self.snr_db_min, self.snr_db_max = snr_db_min, snr_db_max
-        self.min_seconds = min_seconds
         self.max_samples = max_samples
-        self.skip_bad_files = skip_bad_files
-        self.num_skipped = 0
+        self.read = SkippingAudioReader(sample_rate, min_seconds, skip_bad_files)
 
     def __len__(self) -> int:
         return len(self.paths)
@@ -257,16 +253,8 @@ class UtteranceDataset(Dataset):
         return crop
 
     def __getitem__(self, i: int) -> dict | None:
-        path = self.root / self.paths[i]
-        try:
-            waveform = load_audio(path, self.sample_rate, self.min_seconds)
-        except (AudioFileError, FileNotFoundError) as err:
-            if not self.skip_bad_files:
-                raise
-            import warnings
-
-            self.num_skipped += 1
-            warnings.warn(f"skipping bad audio file ({self.num_skipped} skipped so far in this process): {err}", RuntimeWarning, stacklevel=2)
+        waveform = self.read(self.root / self.paths[i])
+        if waveform is None:
             return None
         if self.crop_samples is not None:
             waveform = self._crop(waveform)
