@@ -42,6 +42,11 @@ class VGGCenterLoss(AudioClassifier):
     dropout : float
     center_loss_weight : float
         lambda of eq. 2 (5 in the paper; 0 gives the softmax-only baseline).
+    center_loss_warmup_epochs : int
+        Ramp lambda linearly from 0 over this many epochs (ours; 0 = the paper's constant
+        lambda). From scratch, a constant lambda = 5 lets the center term (large while the
+        centers are still zero) shrink every embedding before the softmax has learned
+        anything, and training can stall at chance; a short ramp avoids that.
     center_alpha : float
         Learning rate of the centers (Wen et al.: 0.5).
     loss_reduction : {"mean", "sum"}
@@ -64,6 +69,7 @@ class VGGCenterLoss(AudioClassifier):
         dropout: float = 0.4,
         width: float = 1.0,
         center_loss_weight: float = 5.0,
+        center_loss_warmup_epochs: int = 0,
         center_alpha: float = 0.5,
         loss_reduction: str = "mean",
         protocol: str = "identification",
@@ -89,6 +95,7 @@ class VGGCenterLoss(AudioClassifier):
         )
         self.protocol = protocol
         self.center_loss_weight = center_loss_weight
+        self.center_loss_warmup_epochs = center_loss_warmup_epochs
         self.p_target = p_target
         self.criterion = nn.CrossEntropyLoss(reduction=loss_reduction)
         self.center_loss = CenterLoss(num_classes, ndims, alpha=center_alpha, reduction=loss_reduction)
@@ -120,12 +127,20 @@ class VGGCenterLoss(AudioClassifier):
         return self.backbone.embed(spec, frames)
 
     # --- steps -----------------------------------------------------------------------------
+    def current_center_loss_weight(self) -> float:
+        """lambda, ramped over the warm-up epochs (fractional epochs, so it rises every step)."""
+        if self.center_loss_warmup_epochs <= 0 or self._trainer is None:
+            return self.center_loss_weight
+        batches = max(int(self.trainer.num_training_batches or 1), 1) if self.trainer.num_training_batches != float("inf") else 1
+        progress = (self.current_epoch + self.trainer.fit_loop.epoch_loop.batch_progress.current.ready / batches)
+        return self.center_loss_weight * min(1.0, progress / self.center_loss_warmup_epochs)
+
     def model_step(self, batch: dict):
         logits, embedding = self.forward_with_embedding(batch["waveform"], batch.get("length"))
         y = batch["label"]
         softmax = self.criterion(logits, y)
         center = self.center_loss(embedding, y)
-        loss = softmax + self.center_loss_weight * center
+        loss = softmax + self.current_center_loss_weight() * center
         return loss, logits, embedding, softmax, center
 
     def training_step(self, batch: dict | None, batch_idx: int):
@@ -141,7 +156,10 @@ class VGGCenterLoss(AudioClassifier):
         n = y.shape[0]
         if self.center_loss_weight > 0:
             self.center_loss.update_centers(embedding.detach(), y)
-        self.log_dict({"train/softmax": softmax, "train/center": center}, on_step=False, on_epoch=True, batch_size=n)
+        self.log_dict(
+            {"train/softmax": softmax, "train/center": center, "train/center_weight": self.current_center_loss_weight()},
+            on_step=False, on_epoch=True, batch_size=n,
+        )
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         self.train_metrics(logits.detach(), y)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=n)
