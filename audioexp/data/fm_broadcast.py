@@ -17,7 +17,6 @@ or a CSV manifest ``path,label[,group]`` (paths relative to ROOT or absolute).
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from pathlib import Path
@@ -30,15 +29,17 @@ from tqdm.auto import tqdm
 from audioexp.data.datasets import FixedLengthClipDataset, collate_skipping_bad
 from audioexp.data.manifest import (
     AUDIO_EXTENSIONS,
+    CorpusNotFoundError,
     Manifest,
+    cache_is_fresh,
     cache_key,
     read_manifest_csv,
     scan_audio_files,
     tree_stamp,
+    write_cache_stamp,
     write_manifest_csv,
 )
 from audioexp.data.splits import grouped_split, random_split
-from audioexp.utils.files import atomic_write_json
 
 log = logging.getLogger(__name__)
 
@@ -52,10 +53,6 @@ expected the FM broadcast layout:
 or data.manifest=FILE.csv with the header 'path,label[,group]'.
 To try the recipe without the corpus, write a miniature one:
   python -m audioexp.data.minicorpus fm_broadcast {root}"""
-
-
-class CorpusNotFoundError(FileNotFoundError):
-    """A corpus root that is missing, empty or not in the expected layout."""
 
 
 def fm_broadcast_rows(root: str | os.PathLike, class_names=CLASS_NAMES):
@@ -93,14 +90,9 @@ def prepare_fm_broadcast(
     cache_dir = Path(cache_dir)
     key = cache_key(root.resolve(), AUDIO_EXTENSIONS, list(class_names))
     manifest_path = cache_dir / f"fm_broadcast-{key}.csv"
-    stamp_path = manifest_path.with_suffix(".json")
     stamp = {"root": str(root.resolve()), "mtimes": tree_stamp(root, list(class_names))}
-    if not rebuild and manifest_path.exists() and stamp_path.exists():
-        try:
-            if json.loads(stamp_path.read_text())["mtimes"] == stamp["mtimes"]:
-                return manifest_path
-        except (ValueError, KeyError):
-            pass
+    if not rebuild and cache_is_fresh(manifest_path, stamp):
+        return manifest_path
     log.info("building the manifest of %s into %s", root, manifest_path)
     rows = tqdm(fm_broadcast_rows(root, class_names), desc="scanning clips", unit=" files", mininterval=1.0)
     n = write_manifest_csv(rows, manifest_path)
@@ -110,7 +102,7 @@ def prepare_fm_broadcast(
             f"FM broadcast corpus root {root} holds no audio files under "
             f"{', '.join(c + '/' for c in class_names)}; " + EXPECTED_LAYOUT.format(root=root)
         )
-    atomic_write_json(stamp_path, {**stamp, "num_files": n})
+    write_cache_stamp(manifest_path, stamp, n)
     log.info("manifest: %d clips", n)
     return manifest_path
 

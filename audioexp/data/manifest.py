@@ -22,13 +22,17 @@ from pathlib import Path
 
 import numpy as np
 
-from audioexp.utils.files import atomic_open
+from audioexp.utils.files import atomic_open, atomic_write_json
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
 
 class ManifestError(ValueError):
     """A malformed manifest: names the file and line."""
+
+
+class CorpusNotFoundError(FileNotFoundError):
+    """A corpus root that is missing, empty or not in the expected layout."""
 
 
 def scan_audio_files(root: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> Iterator[str]:
@@ -205,18 +209,32 @@ def tree_stamp(root: str | os.PathLike, subdirs: Sequence[str]) -> dict[str, flo
     return stamp
 
 
-def csv_row_count(path: str | os.PathLike) -> int:
-    with open(path, "rb") as handle:
-        return max(sum(buf.count(b"\n") for buf in iter(lambda: handle.read(1 << 20), b"")) - 1, 0)
+def cache_is_fresh(cache_file: str | os.PathLike, stamp: dict) -> bool:
+    """Whether ``cache_file`` exists and its ``.json`` stamp holds the same ``mtimes``."""
+    cache_file = Path(cache_file)
+    stamp_path = cache_file.with_suffix(".json")
+    if not (cache_file.exists() and stamp_path.exists()):
+        return False
+    try:
+        return json.loads(stamp_path.read_text())["mtimes"] == stamp["mtimes"]
+    except (ValueError, KeyError):
+        return False
+
+
+def write_cache_stamp(cache_file: str | os.PathLike, stamp: dict, num_files: int) -> None:
+    """Record what ``cache_file`` was built from, beside it (read by :func:`cache_is_fresh`)."""
+    atomic_write_json(Path(cache_file).with_suffix(".json"), {**stamp, "num_files": num_files})
 
 
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "CorpusNotFoundError",
+    "cache_is_fresh",
+    "write_cache_stamp",
     "Manifest",
     "ManifestError",
     "PathTable",
     "cache_key",
-    "csv_row_count",
     "read_manifest_csv",
     "scan_audio_files",
     "tree_stamp",

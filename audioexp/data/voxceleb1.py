@@ -41,9 +41,16 @@ from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from audioexp.data.datasets import SkippingAudioReader, collate_skipping_bad
-from audioexp.data.fm_broadcast import CorpusNotFoundError
-from audioexp.data.manifest import PathTable, cache_key, scan_audio_files, tree_stamp
-from audioexp.utils.files import atomic_open, atomic_write_json
+from audioexp.data.manifest import (
+    CorpusNotFoundError,
+    PathTable,
+    cache_is_fresh,
+    cache_key,
+    scan_audio_files,
+    tree_stamp,
+    write_cache_stamp,
+)
+from audioexp.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -142,22 +149,16 @@ def list_voxceleb_wavs(root: Path, cache_dir: Path) -> PathTable:
         raise CorpusNotFoundError(f"VoxCeleb1 root {root} has no wav/ folder; " + EXPECTED_LAYOUT.format(root=root))
     key = cache_key(root.resolve(), "voxceleb1-wav")
     listing = cache_dir / f"voxceleb1-{key}.txt"
-    stamp_path = listing.with_suffix(".json")
     stamp = {"root": str(root.resolve()), "mtimes": tree_stamp(wav_dir, [])}
-    if listing.exists() and stamp_path.exists():
-        import json
-
-        if json.loads(stamp_path.read_text()).get("mtimes") == stamp["mtimes"]:
-            with open(listing, encoding="utf-8") as handle:
-                return PathTable.from_strings(line.rstrip("\n") for line in handle)
-    n = 0
-    with atomic_open(listing) as handle:
-        for rel in tqdm(scan_audio_files(wav_dir, (".wav",)), desc="scanning VoxCeleb1", unit=" files", mininterval=1.0):
-            handle.write(rel + "\n")
-            n += 1
-    if n == 0:
-        raise CorpusNotFoundError(f"VoxCeleb1 root {root} has no .wav files under wav/; " + EXPECTED_LAYOUT.format(root=root))
-    atomic_write_json(stamp_path, {**stamp, "num_files": n})
+    if not cache_is_fresh(listing, stamp):
+        n = 0
+        with atomic_open(listing) as handle:
+            for rel in tqdm(scan_audio_files(wav_dir, (".wav",)), desc="scanning VoxCeleb1", unit=" files", mininterval=1.0):
+                handle.write(rel + "\n")
+                n += 1
+        if n == 0:
+            raise CorpusNotFoundError(f"VoxCeleb1 root {root} has no .wav files under wav/; " + EXPECTED_LAYOUT.format(root=root))
+        write_cache_stamp(listing, stamp, n)
     with open(listing, encoding="utf-8") as handle:
         return PathTable.from_strings(line.rstrip("\n") for line in handle)
 

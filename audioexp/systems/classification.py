@@ -109,10 +109,14 @@ class AudioClassifier(L.LightningModule):
         self.log_dict(metrics, on_step=False, on_epoch=True, prog_bar=stage != "train", batch_size=n)
         if stage != "train" and self.per_class_metrics:
             getattr(self, f"{stage}_confmat").update(logits.detach().argmax(dim=1), y)
+        self.log_skipped_files(stage, batch)
+        return loss
+
+    def log_skipped_files(self, stage: str, batch: dict) -> None:
+        """``stage/skipped_files``: bad files the collate dropped, summed over the epoch and ranks."""
         skipped = batch.get("skipped")
         if skipped is not None:
             self.log(f"{stage}/skipped_files", skipped.float(), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=1)
-        return loss
 
     def training_step(self, batch: dict | None, batch_idx: int) -> torch.Tensor | None:
         return self._shared_step(batch, "train")

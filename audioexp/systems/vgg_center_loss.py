@@ -163,7 +163,7 @@ class VGGCenterLoss(AudioClassifier):
         self.log("train/loss", loss, on_step=True, on_epoch=True, prog_bar=True, batch_size=n)
         self.train_metrics(logits.detach(), y)
         self.log_dict(self.train_metrics, on_step=False, on_epoch=True, batch_size=n)
-        self.log("train/skipped_files", batch["skipped"].float(), on_step=False, on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=1)
+        self.log_skipped_files("train", batch)
         return loss
 
     def _eval_step(self, batch: dict | None, stage: str) -> None:
@@ -179,7 +179,7 @@ class VGGCenterLoss(AudioClassifier):
             self.log_dict(metrics, on_epoch=True, prog_bar=True, batch_size=n)
         else:
             getattr(self, f"{stage}_trials").update(batch["index"], self.embed(batch["waveform"], batch.get("length")))
-        self.log(f"{stage}/skipped_files", batch["skipped"].float(), on_epoch=True, reduce_fx="sum", sync_dist=True, batch_size=1)
+        self.log_skipped_files(stage, batch)
 
     def validation_step(self, batch, batch_idx):
         self._eval_step(batch, "val")

@@ -9,10 +9,6 @@ _said: set[str] = set()
 _lock = threading.Lock()
 
 
-def get_logger(name: str) -> logging.Logger:
-    return logging.getLogger(name)
-
-
 def log_once(logger: logging.Logger, key: str, message: str, *args, level: int = logging.INFO) -> bool:
     """Log ``message`` the first time ``key`` is seen in this process; return whether it logged.
 
