@@ -47,6 +47,11 @@ class VGGCenterLoss(AudioClassifier):
         lambda). From scratch, a constant lambda = 5 lets the center term (large while the
         centers are still zero) shrink every embedding before the softmax has learned
         anything, and training can stall at chance; a short ramp avoids that.
+    center_loss_start_epoch : int
+        Train with the softmax alone for this many epochs, then add lambda x center loss
+        (ramped over ``center_loss_warmup_epochs`` from there). Ours; 0 = the paper. The
+        centers are updated from the first step, so they are the class means when the
+        center term starts.
     center_alpha : float
         Learning rate of the centers (Wen et al.: 0.5).
     loss_reduction : {"mean", "sum"}
@@ -70,6 +75,7 @@ class VGGCenterLoss(AudioClassifier):
         width: float = 1.0,
         center_loss_weight: float = 5.0,
         center_loss_warmup_epochs: int = 0,
+        center_loss_start_epoch: int = 0,
         center_alpha: float = 0.5,
         loss_reduction: str = "mean",
         protocol: str = "identification",
@@ -96,6 +102,7 @@ class VGGCenterLoss(AudioClassifier):
         self.protocol = protocol
         self.center_loss_weight = center_loss_weight
         self.center_loss_warmup_epochs = center_loss_warmup_epochs
+        self.center_loss_start_epoch = center_loss_start_epoch
         self.p_target = p_target
         self.criterion = nn.CrossEntropyLoss(reduction=loss_reduction)
         self.center_loss = CenterLoss(num_classes, ndims, alpha=center_alpha, reduction=loss_reduction)
@@ -128,11 +135,18 @@ class VGGCenterLoss(AudioClassifier):
 
     # --- steps -----------------------------------------------------------------------------
     def current_center_loss_weight(self) -> float:
-        """lambda, ramped over the warm-up epochs (fractional epochs, so it rises every step)."""
-        if self.center_loss_warmup_epochs <= 0 or self._trainer is None:
+        """lambda: 0 before the start epoch, then ramped over the warm-up epochs (fractional
+        epochs, so it rises every step)."""
+        if (self.center_loss_warmup_epochs <= 0 and self.center_loss_start_epoch <= 0) or self._trainer is None:
             return self.center_loss_weight
-        batches = max(int(self.trainer.num_training_batches or 1), 1) if self.trainer.num_training_batches != float("inf") else 1
-        progress = (self.current_epoch + self.trainer.fit_loop.epoch_loop.batch_progress.current.ready / batches)
+        batches = self.trainer.num_training_batches
+        batches = max(int(batches or 1), 1) if batches != float("inf") else 1
+        ready = self.trainer.fit_loop.epoch_loop.batch_progress.current.ready
+        progress = self.current_epoch + ready / batches - self.center_loss_start_epoch
+        if progress < 0:
+            return 0.0
+        if self.center_loss_warmup_epochs <= 0:
+            return self.center_loss_weight
         return self.center_loss_weight * min(1.0, progress / self.center_loss_warmup_epochs)
 
     def model_step(self, batch: dict):

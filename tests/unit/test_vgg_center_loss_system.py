@@ -39,3 +39,13 @@ def test_center_loss_weight_ramps_over_warmup_epochs(epoch, batch, expected):
     model._trainer = _fake_trainer(epoch, batch, batches=10)
     assert model.current_center_loss_weight() == pytest.approx(expected)
     assert _model(center_loss_weight=5.0).current_center_loss_weight() == 5.0  # no warm-up: the paper's constant
+
+
+@pytest.mark.parametrize(
+    "epoch,batch,warmup,expected",
+    [(0, 0, 0, 0.0), (1, 9, 0, 0.0), (2, 0, 0, 5.0), (5, 3, 0, 5.0), (2, 5, 2, 5.0 * 0.5 / 2), (4, 0, 2, 5.0)],
+)
+def test_center_loss_starts_after_softmax_phase(epoch, batch, warmup, expected):
+    model = _model(center_loss_weight=5.0, center_loss_start_epoch=2, center_loss_warmup_epochs=warmup)
+    model._trainer = _fake_trainer(epoch, batch, batches=10)
+    assert model.current_center_loss_weight() == pytest.approx(expected)
