@@ -56,11 +56,21 @@ def voxceleb_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def corpora(fm_corpus, voxceleb_corpus) -> dict[str, Path]:
+def emodb_corpus(tmp_path_factory) -> Path:
+    """A small generated EmoDB (wav/03a01Fa.wav ...: 10 speakers x 7 emotions x 2 texts of 0.6-0.9 s)."""
+    from audioexp.data.minicorpus import write_minicorpus
+
+    root = tmp_path_factory.mktemp("corpora") / "emodb"
+    return write_minicorpus("emodb", root, seed=5, texts_per_emotion=2, min_seconds=0.6, max_seconds=0.9)
+
+
+@pytest.fixture(scope="session")
+def corpora(fm_corpus, voxceleb_corpus, emodb_corpus) -> dict[str, Path]:
     """Miniature corpus root per DataModule class path."""
     return {
         "audioexp.data.fm_broadcast.FMBroadcastDataModule": fm_corpus,
         "audioexp.data.voxceleb1.VoxCeleb1DataModule": voxceleb_corpus,
+        "audioexp.data.emodb.EmoDBDataModule": emodb_corpus,
     }
 
 

@@ -1,6 +1,7 @@
 """Tasks: ``train``, ``evaluate`` and ``embed``; later papers register theirs in the same registry."""
 
 from audioexp.tasks import embed, evaluate, train  # noqa: F401  (registers the tasks)
+from audioexp.tasks import probe  # noqa: F401  (task=probe)
 from audioexp.tasks.registry import TASKS, get_task, register_task
 
 __all__ = ["TASKS", "get_task", "register_task"]

@@ -1,0 +1,291 @@
+"""Berlin Database of Emotional Speech, EmoDB (Burkhardt et al., Interspeech 2005).
+
+What: 535 utterances of 10 actors (5 female, 5 male; speakers 03, 08-16) each saying up to
+10 German sentences (text codes a01, a02, a04, a05, a07, b01, b02, b03, b09, b10) in seven
+emotions, recorded at 48 kHz and distributed at 16 kHz. Per emotion: anger 127, boredom 81,
+disgust 46, fear 69, happiness 71, sadness 62, neutral 79 (the notebook this recipe comes
+from says "800 recordings": that is the number recorded before the perception test, not
+the released corpus).
+Licence: free for research (http://emodb.bilderbar.info); not redistributed here.
+Protocol: none is official. Emotion recognition on EmoDB is judged speaker-independently:
+leave-one-speaker-out, or a split of the speakers (see :mod:`audioexp.probes`).
+
+On-disk layout read here::
+
+    ROOT/wav/03a01Fa.wav     speaker 03, text a01, emotion F (happiness), version a
+
+File names: 2 digits speaker, 3 characters text, 1 letter emotion (German initials:
+W Wut = anger, L Langeweile = boredom, E Ekel = disgust, A Angst = fear, F Freude =
+happiness, T Trauer = sadness, N neutral), 1 letter version.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import lightning as L
+import numpy as np
+from torch.utils.data import DataLoader, Dataset
+
+from audioexp.data.datasets import SkippingAudioReader, collate_skipping_bad
+from audioexp.data.manifest import CorpusNotFoundError
+
+log = logging.getLogger(__name__)
+
+#: Emotion letters in the file names, and the English names used as class names.
+EMOTIONS: dict[str, str] = {
+    "W": "anger",
+    "L": "boredom",
+    "E": "disgust",
+    "A": "fear",
+    "F": "happiness",
+    "T": "sadness",
+    "N": "neutral",
+}
+CLASS_NAMES: list[str] = list(EMOTIONS.values())
+#: The released corpus.
+SPEAKERS: tuple[str, ...] = ("03", "08", "09", "10", "11", "12", "13", "14", "15", "16")
+FEMALE_SPEAKERS: tuple[str, ...] = ("08", "09", "13", "14", "16")
+TEXTS: tuple[str, ...] = ("a01", "a02", "a04", "a05", "a07", "b01", "b02", "b03", "b09", "b10")
+EXPECTED_NUM_FILES = 535
+EXPECTED_COUNTS: dict[str, int] = {"W": 127, "L": 81, "E": 46, "A": 69, "F": 71, "T": 62, "N": 79}
+
+_NAME_RE = re.compile(r"^(?P<speaker>\d{2})(?P<text>[a-z]\d{2})(?P<emotion>[A-Z])(?P<version>[a-z])\.wav$")
+
+EXPECTED_LAYOUT = """\
+expected the EmoDB layout:
+  {root}/wav/<speaker:2 digits><text:3><emotion letter><version letter>.wav   e.g. 03a01Fa.wav
+  emotion letters: W anger, L boredom, E disgust, A fear, F happiness, T sadness, N neutral
+To try the recipe without the corpus, write a miniature one:
+  python -m audioexp.data.minicorpus emodb {root}"""
+
+
+class EmoDBNameError(ValueError):
+    """A file in ``wav/`` whose name does not follow the EmoDB convention."""
+
+
+@dataclass(frozen=True)
+class EmoDBUtterance:
+    """One file of EmoDB: its name and what the name says."""
+
+    name: str
+    speaker: str
+    text: str
+    emotion: str  # the letter, e.g. "W"
+    version: str
+
+    @property
+    def label(self) -> int:
+        """Index into :data:`CLASS_NAMES`."""
+        return list(EMOTIONS).index(self.emotion)
+
+
+def parse_emodb_name(name: str) -> EmoDBUtterance:
+    """Split an EmoDB file name into speaker, text, emotion and version.
+
+    >>> parse_emodb_name("03a01Fa.wav")
+    EmoDBUtterance(name='03a01Fa.wav', speaker='03', text='a01', emotion='F', version='a')
+
+    Raises
+    ------
+    EmoDBNameError
+        The name does not match ``SSTTTEV.wav`` or its emotion letter is not one of EmoDB's.
+    """
+    match = _NAME_RE.match(name)
+    if match is None:
+        raise EmoDBNameError(
+            f"{name!r} is not an EmoDB file name: expected 2 digits (speaker), 3 characters (text, "
+            "e.g. a01), an emotion letter and a version letter, e.g. '03a01Fa.wav'"
+        )
+    if match["emotion"] not in EMOTIONS:
+        raise EmoDBNameError(
+            f"{name!r}: unknown emotion letter {match['emotion']!r}; expected one of {', '.join(f'{k} ({v})' for k, v in EMOTIONS.items())}"
+        )
+    return EmoDBUtterance(name, match["speaker"], match["text"], match["emotion"], match["version"])
+
+
+def list_emodb(root: str | Path) -> list[EmoDBUtterance]:
+    """Every ``wav/*.wav`` of an EmoDB root, parsed and sorted by name.
+
+    Raises
+    ------
+    CorpusNotFoundError
+        No ``wav/`` folder or no ``.wav`` file in it; the message gives the expected layout.
+    EmoDBNameError
+        A ``.wav`` whose name is not an EmoDB name (the message names the file).
+    """
+    root = Path(root)
+    wav = root / "wav"
+    if not wav.is_dir():
+        raise CorpusNotFoundError(f"EmoDB root {root} has no wav/ folder; " + EXPECTED_LAYOUT.format(root=root))
+    names = sorted(p.name for p in wav.iterdir() if p.suffix.lower() == ".wav" and not p.name.startswith("."))
+    if not names:
+        raise CorpusNotFoundError(f"EmoDB root {root} has no .wav files in wav/; " + EXPECTED_LAYOUT.format(root=root))
+    utterances = []
+    for name in names:
+        try:
+            utterances.append(parse_emodb_name(name))
+        except EmoDBNameError as err:
+            raise EmoDBNameError(f"{wav / name}: {err}") from None
+    return utterances
+
+
+def count_differences(utterances: list[EmoDBUtterance]) -> list[str]:
+    """How a file list differs from the released corpus (empty when it matches).
+
+    >>> count_differences([parse_emodb_name("03a01Fa.wav")])[0]
+    '1 files instead of 535'
+    """
+    found = {e: 0 for e in EMOTIONS}
+    for u in utterances:
+        found[u.emotion] += 1
+    differences = []
+    if len(utterances) != EXPECTED_NUM_FILES:
+        differences.append(f"{len(utterances)} files instead of {EXPECTED_NUM_FILES}")
+    for letter, expected in EXPECTED_COUNTS.items():
+        if found[letter] != expected:
+            differences.append(f"{EMOTIONS[letter]} ({letter}): {found[letter]} instead of {expected}")
+    speakers = sorted({u.speaker for u in utterances})
+    if speakers != list(SPEAKERS):
+        differences.append(f"speakers {speakers} instead of {list(SPEAKERS)}")
+    return differences
+
+
+def is_minicorpus(root: str | Path) -> bool:
+    """Whether ``root`` was written by the miniature-corpus writer (its stamp says kind emodb)."""
+    from audioexp.data.minicorpus import read_stamp
+
+    stamp = read_stamp(root)
+    return bool(stamp) and stamp.get("kind") == "emodb"
+
+
+def check_counts(root: str | Path, utterances: list[EmoDBUtterance]) -> list[str]:
+    """Warn when a real EmoDB root differs from the released corpus; return the differences.
+
+    Miniature corpora (written by :mod:`audioexp.data.minicorpus_emodb`) are not warned about.
+    """
+    differences = count_differences(utterances)
+    if differences and not is_minicorpus(root):
+        log.warning(
+            "EmoDB root %s differs from the released corpus (535 files, 10 speakers; W 127, L 81, E 46, "
+            "A 69, F 71, T 62, N 79): %s. Results are not comparable with published ones.",
+            root, "; ".join(differences),
+        )
+    return differences
+
+
+class EmoDBClips(Dataset):
+    """Whole clips of EmoDB: ``{"waveform": (time,), "label": int, "index": position}``."""
+
+    def __init__(self, root: Path, utterances: list[EmoDBUtterance], sample_rate: int, min_seconds: float = 0.0, skip_bad_files: bool = False) -> None:
+        self.root = Path(root)
+        self.utterances = utterances
+        self.read = SkippingAudioReader(sample_rate, min_seconds, skip_bad_files)
+
+    def __len__(self) -> int:
+        return len(self.utterances)
+
+    def __getitem__(self, i: int) -> dict | None:
+        u = self.utterances[i]
+        waveform = self.read(self.root / "wav" / u.name)
+        if waveform is None:
+            return None
+        return {"waveform": waveform, "label": u.label, "index": i}
+
+
+class EmoDBDataModule(L.LightningDataModule):
+    """EmoDB for embedding probes: every clip, whole, in file-name order (``predict_dataloader``).
+
+    Speaker-independent splits are made by the probe (:mod:`audioexp.probes`) from
+    :attr:`speakers`, so that one embedding pass serves every split and classifier.
+
+    Parameters
+    ----------
+    root : path
+        Corpus root (``wav/`` below it).
+    sample_rate : int
+        Clips are read at this rate (the release is 16 kHz; others are resampled, said once).
+    min_seconds : float
+        Shorter clips are bad files.
+    batch_size, num_workers : int
+        Of the prediction loader (padded batches carry ``length``).
+    minicorpus : {"emodb", None}
+        Write the miniature corpus into ``root`` first if ``root`` does not exist.
+    num_classes, class_names
+        For configs; always the seven EmoDB emotions.
+    """
+
+    def __init__(
+        self,
+        root: str,
+        sample_rate: int = 16000,
+        min_seconds: float = 0.1,
+        batch_size: int = 1,
+        num_workers: int = 0,
+        skip_bad_files: bool = False,
+        minicorpus: str | None = None,
+        minicorpus_options: dict | None = None,
+        num_classes: int = 7,
+        class_names: list[str] | None = None,
+    ) -> None:
+        super().__init__()
+        if minicorpus not in (None, "emodb"):
+            raise ValueError(f"minicorpus must be 'emodb' or null for EmoDB, got {minicorpus!r}")
+        if num_classes != len(CLASS_NAMES):
+            raise ValueError(f"EmoDB has {len(CLASS_NAMES)} emotions, got num_classes={num_classes}")
+        if class_names is not None and list(class_names) != CLASS_NAMES:
+            raise ValueError(f"EmoDB's class names are {CLASS_NAMES} (in that order), got {list(class_names)}")
+        self.root = Path(root)
+        self.sample_rate = sample_rate
+        self.min_seconds = min_seconds
+        self.batch_size = batch_size
+        self.num_workers = num_workers
+        self.skip_bad_files = skip_bad_files
+        self.minicorpus = minicorpus
+        self.minicorpus_options = dict(minicorpus_options or {})
+        self.class_names = list(CLASS_NAMES)
+        self.utterances: list[EmoDBUtterance] = []
+
+    @property
+    def num_classes(self) -> int:
+        return len(self.class_names)
+
+    def prepare_data(self) -> None:
+        if self.minicorpus and not self.root.exists():
+            from audioexp.data.minicorpus import write_minicorpus
+
+            log.info("writing the miniature EmoDB into %s", self.root)
+            write_minicorpus(self.minicorpus, self.root, **self.minicorpus_options)
+        if not self.root.is_dir():
+            raise CorpusNotFoundError(f"EmoDB root {self.root} does not exist; " + EXPECTED_LAYOUT.format(root=self.root))
+
+    def setup(self, stage: str | None = None) -> None:
+        if self.utterances:
+            return
+        self.utterances = list_emodb(self.root)
+        check_counts(self.root, self.utterances)
+        log.info(
+            "EmoDB %s: %d files, %d speakers, per emotion %s", self.root, len(self.utterances), len(set(self.speakers)),
+            {EMOTIONS[e]: int(c) for e, c in zip(*np.unique([u.emotion for u in self.utterances], return_counts=True))},
+        )
+
+    @property
+    def files(self) -> list[str]:
+        """Paths relative to the root (``wav/03a01Fa.wav``), in the order of every array here."""
+        return [f"wav/{u.name}" for u in self.utterances]
+
+    @property
+    def labels(self) -> np.ndarray:
+        return np.array([u.label for u in self.utterances], dtype=np.int64)
+
+    @property
+    def speakers(self) -> np.ndarray:
+        return np.array([u.speaker for u in self.utterances])
+
+    def predict_dataloader(self) -> DataLoader:
+        self.setup()
+        dataset = EmoDBClips(self.root, self.utterances, self.sample_rate, self.min_seconds, self.skip_bad_files)
+        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, collate_fn=collate_skipping_bad)

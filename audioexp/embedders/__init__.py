@@ -1,0 +1,1 @@
+"""Embedders for probes: openSMILE functionals, hybrid BYOL-S, any audioexp run."""

@@ -1,0 +1,188 @@
+"""The embedders a probe can use, one per option of the ``embedder`` config group.
+
+Each has ``name``, ``settings()`` (what its output depends on: the cache key) and
+``embed(datamodule, trainer_kwargs) -> ndarray (files, dim)`` over the datamodule's
+``files`` in order.
+
+- :class:`OpenSmileEmbedder`: openSMILE functionals through the ``opensmile`` package
+  (ComParE_2016: 6,373 values; eGeMAPSv02: 88), one clip at a time, on the CPU.
+- :class:`ByolsEmbedder`: hybrid BYOL-S (:mod:`audioexp.embedders.byols`), 2,048 values.
+- :class:`RunEmbedder`: the ``embed`` output of any finished audioexp run.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+from tqdm.auto import tqdm
+
+from audioexp.embedders.byols import CHECKPOINT_HELP, ByolsCvT, ByolsFrontend, HybridByols, load_byols_checkpoint
+from audioexp.embedders.extract import predict_embeddings
+from audioexp.embedders.functional import LOG_EPS
+
+log = logging.getLogger(__name__)
+
+OPENSMILE_DIMS = {"ComParE_2016": 6373, "eGeMAPSv02": 88}
+
+
+def _file_info(path: str | os.PathLike | None) -> dict:
+    if not path:
+        return {"path": None}
+    st = os.stat(path)
+    return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+class OpenSmileEmbedder:
+    """openSMILE functionals of each whole clip (the ``opensmile`` package, audEERING).
+
+    Parameters
+    ----------
+    feature_set : str
+        An ``opensmile.FeatureSet`` name: ``ComParE_2016`` (6,373) or ``eGeMAPSv02`` (88), ...
+    name : str
+        Row name in the results table.
+    """
+
+    def __init__(self, feature_set: str = "ComParE_2016", name: str | None = None) -> None:
+        import opensmile
+
+        if feature_set not in opensmile.FeatureSet.__members__:
+            raise ValueError(f"unknown openSMILE feature set {feature_set!r}; one of {list(opensmile.FeatureSet.__members__)}")
+        self.feature_set = feature_set
+        self.name = name or feature_set
+        self.smile = opensmile.Smile(feature_set=opensmile.FeatureSet[feature_set], feature_level=opensmile.FeatureLevel.Functionals)
+
+    @property
+    def dim(self) -> int:
+        return len(self.smile.feature_names)
+
+    def settings(self) -> dict:
+        import opensmile
+
+        return {"embedder": "opensmile", "feature_set": self.feature_set, "level": "functionals", "opensmile": opensmile.__version__}
+
+    def embed_waveform(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+        """(time,) -> (dim,) float64."""
+        values = self.smile.process_signal(np.asarray(waveform, dtype=np.float32), sample_rate).to_numpy()
+        if values.shape != (1, self.dim):
+            raise RuntimeError(f"openSMILE returned shape {values.shape}, expected (1, {self.dim})")
+        return values[0].astype(np.float64)
+
+    def embed(self, datamodule, trainer_kwargs: dict | None = None) -> np.ndarray:
+        dataset = datamodule.predict_dataloader().dataset
+        out = np.zeros((len(dataset), self.dim))
+        for i in tqdm(range(len(dataset)), desc=f"openSMILE {self.feature_set}", unit="file", mininterval=2.0):
+            item = dataset[i]
+            if item is None:
+                raise RuntimeError(f"{datamodule.files[i]} could not be read")
+            out[item["index"]] = self.embed_waveform(item["waveform"].numpy(), datamodule.sample_rate)
+        return out
+
+
+class _ClipStatistics(nn.Module):
+    """Per-clip mean and standard deviation of BYOL-S log-mels (the "dataset" normalisation)."""
+
+    def __init__(self, frontend: ByolsFrontend) -> None:
+        super().__init__()
+        self.frontend = frontend
+
+    def embed(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        lengths = lengths if lengths is not None else torch.full((len(waveform),), waveform.shape[-1])
+        stats = []
+        for w, n in zip(waveform, lengths):
+            lms = self.frontend.log_mel(w[None, : int(n)])
+            stats.append(torch.stack([lms.mean(), lms.std()]))
+        return torch.stack(stats)
+
+
+class ByolsEmbedder:
+    """Hybrid BYOL-S scene embeddings (2,048 values) of each whole clip.
+
+    Parameters
+    ----------
+    checkpoint : path
+        The published weights (required: without them it stops with where to get them).
+    normalization : {"dataset", "fixed"}
+        ``dataset`` (serab-byols): the log-mels are normalised by the mean over the files
+        being embedded of each file's mean and standard deviation, so an embedding depends on
+        the other files. ``fixed``: by ``mean`` and ``std`` as given.
+    mean, std : float, optional
+        The fixed statistics.
+    batch_size : int
+        Must stay 1 unless the clips have equal lengths (the attention would see padding;
+        the module then falls back to one clip at a time anyway).
+    """
+
+    def __init__(self, checkpoint: str | None = None, normalization: str = "dataset", mean: float | None = None, std: float | None = None, name: str = "hybrid_byols") -> None:
+        if normalization not in ("dataset", "fixed"):
+            raise ValueError(f"normalization must be 'dataset' or 'fixed', got {normalization!r}")
+        if normalization == "fixed" and (mean is None or std is None or std <= 0):
+            raise ValueError("normalization=fixed needs embedder.mean and embedder.std (> 0)")
+        if not checkpoint:
+            raise FileNotFoundError(CHECKPOINT_HELP)
+        if not Path(checkpoint).is_file():
+            raise FileNotFoundError(f"embedder.checkpoint={checkpoint} does not exist; " + CHECKPOINT_HELP)
+        self.checkpoint = str(checkpoint)
+        self.normalization = normalization
+        self.mean, self.std = mean, std
+        self.name = name
+
+    def settings(self) -> dict:
+        return {"embedder": "hybrid_byols", "checkpoint": _file_info(self.checkpoint), "normalization": self.normalization,
+                "mean": self.mean, "std": self.std, "log_eps": LOG_EPS}
+
+    def build(self) -> HybridByols:
+        network = load_byols_checkpoint(ByolsCvT(), self.checkpoint)
+        return HybridByols(network, ByolsFrontend(self.mean or 0.0, self.std or 1.0)).eval()
+
+    def embed(self, datamodule, trainer_kwargs: dict | None = None) -> np.ndarray:
+        model = self.build()
+        n = len(datamodule.files)
+        if self.normalization == "dataset":
+            stats = predict_embeddings(_ClipStatistics(model.frontend), datamodule, n, trainer_kwargs)
+            model.frontend.mean, model.frontend.std = float(stats[:, 0].mean()), float(stats[:, 1].mean())
+            log.info("BYOL-S log-mel statistics over the %d files: mean %.4f, std %.4f", n, model.frontend.mean, model.frontend.std)
+        return predict_embeddings(model, datamodule, n, trainer_kwargs)
+
+
+class RunEmbedder:
+    """Embeddings of a finished audioexp run (its model's ``embed(waveform, lengths)``).
+
+    Parameters
+    ----------
+    run_dir : path
+        Output dir of a ``task=train`` run (``resolved_config.yaml``, ``checkpoints/``).
+    checkpoint : str
+        ``best``, ``last`` or a path.
+    """
+
+    def __init__(self, run_dir: str | None = None, checkpoint: str = "best", name: str | None = None) -> None:
+        if not run_dir:
+            raise ValueError("the audioexp embedder needs embedder.run_dir=<output dir of a task=train run>")
+        self.run_dir = Path(run_dir)
+        self.checkpoint = checkpoint
+        self.name = name or f"audioexp:{self.run_dir.name}"
+
+    def _checkpoint_path(self) -> Path:
+        from audioexp.utils.runs import find_checkpoint
+
+        return find_checkpoint(self.run_dir, self.checkpoint)
+
+    def settings(self) -> dict:
+        return {"embedder": "audioexp", "run_dir": str(self.run_dir.resolve()), "checkpoint": _file_info(self._checkpoint_path())}
+
+    def embed(self, datamodule, trainer_kwargs: dict | None = None) -> np.ndarray:
+        from audioexp.inference import load_run
+
+        model = load_run(self.run_dir, self.checkpoint)
+        if not hasattr(model, "embed"):
+            raise TypeError(f"the model of {self.run_dir} ({type(model).__name__}) has no embed(waveform, lengths) method")
+        rate = getattr(getattr(model, "frontend", None), "sample_rate", 16000)
+        if rate != datamodule.sample_rate:
+            raise ValueError(f"the run's front-end expects {rate} Hz audio; set data.sample_rate={rate}")
+        return predict_embeddings(model, datamodule, len(datamodule.files), trainer_kwargs)

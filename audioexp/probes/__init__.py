@@ -1,0 +1,1 @@
+"""Embedding probes: per-speaker normalisation, speaker-independent splits, grid-searched classifiers."""
