@@ -65,12 +65,23 @@ def emodb_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def corpora(fm_corpus, voxceleb_corpus, emodb_corpus) -> dict[str, Path]:
+def asvspoof_corpus(tmp_path_factory) -> Path:
+    """A small generated ASVspoof 2017 v2 (ASVspoof2017_V2_{train,dev,eval}/, protocol_V2/)."""
+    from audioexp.data.minicorpus import write_minicorpus
+
+    root = tmp_path_factory.mktemp("corpora") / "asvspoof2017"
+    return write_minicorpus("asvspoof2017", root, seed=1, utterances_per_class={"train": 8, "dev": 6, "eval": 6},
+                            seconds=(1.0, 1.2))
+
+
+@pytest.fixture(scope="session")
+def corpora(fm_corpus, voxceleb_corpus, emodb_corpus, asvspoof_corpus) -> dict[str, Path]:
     """Miniature corpus root per DataModule class path."""
     return {
         "audioexp.data.fm_broadcast.FMBroadcastDataModule": fm_corpus,
         "audioexp.data.voxceleb1.VoxCeleb1DataModule": voxceleb_corpus,
         "audioexp.data.emodb.EmoDBDataModule": emodb_corpus,
+        "audioexp.data.asvspoof2017.ASVspoof2017": asvspoof_corpus,
     }
 
 

@@ -8,6 +8,8 @@ from audioexp.features.functional import (
     mel_spectrogram,
 )
 from audioexp.features.spectral import LogMelSpectrogram, LogPowerSpectrogram
+from audioexp.features.replay import deltas, spectral_envelope_centroids  # noqa: F401  (Wickramasinghe 2019)
+from audioexp.features.sd_filterbank import sd_filterbank, spatially_differentiate  # noqa: F401
 
 __all__ = [
     "amplitude_to_db",

@@ -92,6 +92,9 @@ def test_option_instantiates(group, option, tmp_path, imagenet_hub_cache, corpor
     overrides = context_for(group, option)
     cfg = compose_config(overrides, tmp_path)
     cfg = compose_config([*overrides, f"data.root={corpora[cfg.data._target_]}"], tmp_path)
+    if cfg.task != "train":  # probe, fit_gmm, ...: they build their own parts; their tests run them whole
+        assert hydra.utils.instantiate(cfg.data) is not None
+        return
     gpus = _needs_gpus(cfg)
     if gpus > torch.cuda.device_count():
         pytest.skip(f"{group}={option} needs {gpus} CUDA device(s); this machine has {torch.cuda.device_count()}")

@@ -1,0 +1,6 @@
+"""Non-gradient back-ends: GMM scoring and score fusion."""
+
+from audioexp.backends.fusion import LogisticRegressionFusion
+from audioexp.backends.gmm import GMMBackend, diagonal_gmm_log_likelihood
+
+__all__ = ["GMMBackend", "LogisticRegressionFusion", "diagonal_gmm_log_likelihood"]

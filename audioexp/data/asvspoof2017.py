@@ -1,0 +1,227 @@
+"""ASVspoof 2017 (replay spoofing detection), versions 1.0 and 2.0.
+
+What: genuine utterances of RedDots pass-phrases and their replays through many playback
+and recording devices in several environments, 16 kHz mono WAV. Train 3,014 (1,507
+genuine / 1,507 spoof), dev 1,710 (760 / 950), eval 13,306 utterances (version 2.0, which
+corrected version 1.0's data and protocols: Delgado et al., Odyssey 2018).
+Licence: Open Data Commons Attribution License (ODC-By) 1.0, from the University of
+Edinburgh DataShare (https://doi.org/10.7488/ds/2332).
+Protocol: train countermeasures on train, develop on dev; for eval, train on train + dev.
+Metric: EER of a score where higher means genuine.
+
+On-disk layout read here (version 2.0)::
+
+    ROOT/ASVspoof2017_V2_train/T_1000001.wav ...
+    ROOT/ASVspoof2017_V2_dev/D_1000001.wav ...
+    ROOT/ASVspoof2017_V2_eval/E_1000001.wav ...
+    ROOT/protocol_V2/ASVspoof2017_V2_train.trn.txt
+    ROOT/protocol_V2/ASVspoof2017_V2_dev.trl.txt
+    ROOT/protocol_V2/ASVspoof2017_V2_eval.trl.txt
+
+Protocol lines have seven columns, ``file key speaker phrase environment playback
+recorder`` (key ``genuine`` or ``spoof``; ``-`` in the last three for genuine). Version
+1.0 named its folders ``ASVspoof2017_train`` ... and lists ``protocol/ASVspoof2017_train.trn``,
+``ASVspoof2017_dev.trl`` (seven columns) and ``ASVspoof2017_eval.trl``, which has two
+columns, ``file phrase`` (no key: version 1.0 released eval keys separately).
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from audioexp.data.manifest import CorpusNotFoundError
+
+__all__ = [
+    "ASVspoof2017",
+    "KEYS",
+    "ProtocolEntry",
+    "ProtocolFileError",
+    "SPLITS",
+    "read_protocol",
+]
+
+SPLITS = ("train", "dev", "eval")
+KEYS = ("genuine", "spoof")
+CLASS_NAMES = ("spoof", "genuine")  # label 0, 1
+_FILE = re.compile(r"^[TDE]_\d{7}\.wav$")
+_PHRASE = re.compile(r"^S\d{2}$")
+
+LAYOUTS = {
+    2: {"audio": "ASVspoof2017_V2_{split}", "protocol_dir": "protocol_V2",
+        "protocol": {"train": "ASVspoof2017_V2_train.trn.txt", "dev": "ASVspoof2017_V2_dev.trl.txt",
+                     "eval": "ASVspoof2017_V2_eval.trl.txt"}},
+    1: {"audio": "ASVspoof2017_{split}", "protocol_dir": "protocol",
+        "protocol": {"train": "ASVspoof2017_train.trn", "dev": "ASVspoof2017_dev.trl",
+                     "eval": "ASVspoof2017_eval.trl"}},
+}
+
+EXPECTED_LAYOUT = """\
+expected the ASVspoof 2017 version {version} layout:
+  {root}/{audio}/*.wav  for split in train, dev, eval
+  {root}/{protocol_dir}/{train} | {dev} | {eval}
+    lines 'T_1000001.wav genuine M0002 S05 - - -' (file key speaker phrase environment playback recorder)
+To try the recipes without the corpus, write a miniature one:
+  python -m audioexp.data.minicorpus asvspoof2017 {root}"""
+
+
+class ProtocolFileError(ValueError):
+    """A malformed protocol line: names the file and line."""
+
+
+@dataclass(frozen=True)
+class ProtocolEntry:
+    """One protocol line. ``key`` is None for version 1.0's unlabelled eval list."""
+
+    file: str
+    key: str | None
+    speaker: str | None
+    phrase: str
+    environment: str | None = None
+    playback: str | None = None
+    recorder: str | None = None
+
+    @property
+    def label(self) -> int:
+        """1 genuine, 0 spoof (the detection target is genuine speech)."""
+        if self.key is None:
+            raise ValueError(f"{self.file} has no key (version 1.0 eval list)")
+        return int(self.key == "genuine")
+
+
+def read_protocol(path: str | os.PathLike) -> list[ProtocolEntry]:
+    """Parse an ASVspoof 2017 protocol list (version 1.0 or 2.0, 7 or 2 columns).
+
+    Raises
+    ------
+    ProtocolFileError
+        Naming the file and line of a malformed line (column count, file name, key,
+        phrase id, or genuine lines with device fields), or an empty list.
+    """
+    path = Path(path)
+    entries = []
+    with open(path, encoding="utf-8") as handle:
+        for lineno, line in enumerate(handle, start=1):
+            fields = line.split()
+            if not fields:
+                continue
+
+            def fail(what: str) -> None:
+                raise ProtocolFileError(f"{path}:{lineno}: {what}; got {line.strip()!r}")
+
+            if len(fields) not in (2, 7):
+                fail(f"expected 7 columns 'file key speaker phrase environment playback recorder' "
+                     f"or 2 columns 'file phrase', found {len(fields)}")
+            if not _FILE.match(fields[0]):
+                fail("expected a file name like 'T_1000001.wav'")
+            if len(fields) == 2:
+                if not _PHRASE.match(fields[1]):
+                    fail("expected a phrase id like 'S01' in column 2")
+                entries.append(ProtocolEntry(fields[0], None, None, fields[1]))
+                continue
+            file, key, speaker, phrase, env, play, rec = fields
+            if key not in KEYS:
+                fail(f"key must be one of {KEYS}")
+            if not _PHRASE.match(phrase):
+                fail("expected a phrase id like 'S01' in column 4")
+            if key == "genuine" and (env, play, rec) != ("-", "-", "-"):
+                fail("a genuine line has '-' as environment, playback and recorder")
+            if key == "spoof" and "-" in (env, play, rec):
+                fail("a spoof line names its environment, playback and recorder")
+            dash = lambda v: None if v == "-" else v  # noqa: E731
+            entries.append(ProtocolEntry(file, key, speaker, phrase, dash(env), dash(play), dash(rec)))
+    if not entries:
+        raise ProtocolFileError(f"{path}: no entries")
+    return entries
+
+
+class ASVspoof2017:
+    """An ASVspoof 2017 corpus root: protocol entries and audio paths per split.
+
+    Parameters
+    ----------
+    root : path
+    version : {1, 2}
+    protocol_dir : path, optional
+        Where the protocol lists are (default ``ROOT/protocol_V2`` or ``ROOT/protocol``).
+    """
+
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        version: int = 2,
+        protocol_dir: str | None = None,
+        sample_rate: int = 16000,
+        min_seconds: float = 0.1,
+        minicorpus: str | None = None,
+        num_classes: int = 2,
+        class_names: list[str] | None = None,
+    ) -> None:
+        if version not in LAYOUTS:
+            raise ValueError(f"version must be 1 or 2, got {version!r}")
+        if num_classes != 2 or (class_names is not None and list(class_names) != list(CLASS_NAMES)):
+            raise ValueError(f"ASVspoof 2017 has the classes {CLASS_NAMES}, got {num_classes}, {class_names}")
+        if minicorpus not in (None, "asvspoof2017"):
+            raise ValueError(f"minicorpus must be 'asvspoof2017' or null, got {minicorpus!r}")
+        if minicorpus and not (Path(root) / ".minicorpus.json").exists():
+            from audioexp.data.minicorpus import write_minicorpus
+
+            write_minicorpus("asvspoof2017", root)
+        self.root = Path(root)
+        self.sample_rate = sample_rate
+        self.min_seconds = min_seconds
+        self.num_classes = 2
+        self.class_names = list(CLASS_NAMES)
+        self.version = version
+        self.layout = LAYOUTS[version]
+        self.protocol_dir = Path(protocol_dir) if protocol_dir else self.root / self.layout["protocol_dir"]
+        if not self.root.is_dir():
+            raise CorpusNotFoundError(f"ASVspoof 2017 root {self.root} does not exist; " + self._expected())
+
+    def _expected(self) -> str:
+        return EXPECTED_LAYOUT.format(version=self.version, root=self.root, audio=self.layout["audio"],
+                                      protocol_dir=self.protocol_dir, **self.layout["protocol"])
+
+    def protocol_file(self, split: str) -> Path:
+        if split not in SPLITS:
+            raise ValueError(f"split must be one of {SPLITS}, got {split!r}")
+        return self.protocol_dir / self.layout["protocol"][split]
+
+    def audio_dir(self, split: str) -> Path:
+        return self.root / self.layout["audio"].format(split=split)
+
+    def entries(self, split: str) -> list[ProtocolEntry]:
+        """Protocol entries of a split; the audio folder must exist and hold every file."""
+        proto = self.protocol_file(split)
+        if not proto.is_file():
+            raise CorpusNotFoundError(f"no protocol list {proto}; " + self._expected())
+        audio = self.audio_dir(split)
+        if not audio.is_dir():
+            raise CorpusNotFoundError(f"no audio folder {audio}; " + self._expected())
+        entries = read_protocol(proto)
+        present = set(os.listdir(audio))
+        missing = [e.file for e in entries if e.file not in present]
+        if missing:
+            raise CorpusNotFoundError(
+                f"{len(missing)} file(s) listed in {proto} are missing from {audio}, e.g. {missing[:3]}"
+            )
+        return entries
+
+    def utterances(self, split: str) -> tuple[list[Path], np.ndarray]:
+        """Audio paths and labels (1 genuine, 0 spoof) of a split."""
+        entries = self.entries(split)
+        if any(e.key is None for e in entries):
+            raise ProtocolFileError(f"{self.protocol_file(split)} has no keys (version 1.0 eval list): "
+                                    "it cannot be scored")
+        audio = self.audio_dir(split)
+        return [audio / e.file for e in entries], np.array([e.label for e in entries], dtype=np.int64)
+
+    def load(self, path: str | os.PathLike) -> np.ndarray:
+        """One utterance as float64 at ``sample_rate`` (errors name the file)."""
+        from audioexp.data.audio import load_audio
+
+        return load_audio(path, self.sample_rate, self.min_seconds).numpy().astype(np.float64)

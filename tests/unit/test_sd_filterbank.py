@@ -1,0 +1,195 @@
+"""Spatially differentiated filterbank, CF/CM, deltas, CQCC: against scipy/NumPy references."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import scipy.signal
+import torch
+
+from audioexp.features import cqcc as cqcc_mod
+from audioexp.features.replay import (
+    SDFBFeatures,
+    deltas,
+    spectral_envelope_centroids,
+    triangular_filterbank_bands,
+    utterance_mvn,
+)
+from audioexp.features.sd_filterbank import (
+    differentiation_matrix,
+    resonator_bank,
+    sd_filterbank,
+    sd_filterbank_reference,
+    spatially_differentiate,
+)
+
+
+def test_filters_stable_centres_on_mel_grid_and_unit_centre_gain():
+    bank = resonator_bank(80, 16000)
+    assert np.all(bank["radius"] < 1.0) and np.all(bank["radius"] > 0.9)
+    for i in range(80):
+        assert np.all(np.abs(np.roots(bank["a"][i])) < 1.0)
+    mel = 2595 * np.log10(1 + bank["center_hz"] / 700)
+    assert np.allclose(np.diff(mel), np.diff(mel)[0])
+    assert bank["center_hz"][0] > 0 and bank["center_hz"][-1] < 8000
+    # "edges" grid: filter 55 (from 0) on 3346 Hz, the paper's Fig. 1 says 3349.3 Hz
+    edges = resonator_bank(80, 16000, f_min=1e-3, f_max=8000 - 1e-3, center_grid="edges")
+    assert abs(edges["center_hz"][55] - 3349.3) < 5
+    with pytest.raises(ValueError, match="zeros"):
+        resonator_bank(80, 16000, center_grid="edges")
+    unit = resonator_bank(80, 16000, unit_center_gain=True)
+    for i in (0, 30, 54, 79):
+        _, h = scipy.signal.freqz(unit["b"][i], unit["a"][i], worN=[unit["theta"][i]])
+        assert abs(abs(h[0]) - 1.0) < 1e-12
+    assert not np.allclose(unit["gain"], 1.0) and np.all(bank["gain"] == 1.0)
+
+
+def test_differentiation_matrix_equals_iterated_differences():
+    rng = np.random.default_rng(0)
+    y = torch.from_numpy(rng.standard_normal((7, 50)))
+    for k in range(0, 6):
+        d = torch.from_numpy(differentiation_matrix(7, k))
+        assert torch.allclose(d @ y, spatially_differentiate(y, k), atol=1e-12)
+    with pytest.raises(ValueError):
+        differentiation_matrix(4, 4)
+
+
+@pytest.mark.parametrize("k", [0, 1, 3, 6])
+@pytest.mark.parametrize("unit_gain", [False, True])
+def test_filterbank_matches_lfilter_then_differences_on_random_audio(k, unit_gain):
+    rng = np.random.default_rng(k)
+    x = rng.standard_normal((2, 3003))  # not a multiple of the block size
+    ref = sd_filterbank_reference(x, num_differentiations=k, unit_center_gain=unit_gain)
+    ours = sd_filterbank(torch.from_numpy(x), num_differentiations=k, unit_center_gain=unit_gain).numpy()
+    assert ours.shape == (2, 80, 3003)
+    assert np.linalg.norm(ours - ref) / np.linalg.norm(ref) < 1e-10
+    assert np.abs(ours - ref).max() / np.abs(ref).max() < 1e-4
+    # batched call equals per-item calls
+    single = sd_filterbank(torch.from_numpy(x[1]), num_differentiations=k, unit_center_gain=unit_gain).numpy()
+    assert np.allclose(single, ours[1], rtol=0, atol=1e-12 * np.abs(ref).max())
+
+
+def test_impulse_response_matches_scipy_per_band():
+    x = np.zeros(4000)
+    x[0] = 1.0
+    bank = resonator_bank(80, 16000)
+    h0 = np.stack([scipy.signal.lfilter(bank["b"][i], bank["a"][i], x) for i in range(80)])
+    ours = sd_filterbank(torch.from_numpy(x), num_differentiations=4, block_size=8).numpy()
+    expected = differentiation_matrix(80, 4) @ h0
+    assert np.abs(ours - expected).max() < 1e-9 * np.abs(expected).max()
+
+
+def test_differentiation_steepens_skirts_and_moves_centre_up():
+    """Fig. 1: after 3 and 6 differentiations filter 55 has steeper skirts and a higher centre.
+
+    (With our bandwidth rule the -3 dB width does not shrink; the skirts fall by 40-70 dB.)
+    """
+    n = 8192
+    impulse = np.zeros(n)
+    impulse[0] = 1.0
+    freqs = np.fft.rfftfreq(n, 1 / 16000)
+    h = {k: sd_filterbank(torch.from_numpy(impulse), num_differentiations=k, unit_center_gain=True).numpy()[54]
+         for k in (0, 3, 6)}
+    mags = {k: np.abs(np.fft.rfft(v)) for k, v in h.items()}
+    peaks = [freqs[np.argmax(mags[k])] for k in (0, 3, 6)]
+    assert peaks[0] < peaks[1] < peaks[2]
+    for f_skirt in (1000.0, 6000.0):
+        j = np.argmin(np.abs(freqs - f_skirt))
+        att = [20 * np.log10(mags[k][j] / mags[k].max()) for k in (0, 3, 6)]
+        assert att[0] - 30 > att[1] and att[1] - 20 > att[2], att
+
+
+def test_bad_input_raises():
+    with pytest.raises(ValueError, match="NaN"):
+        sd_filterbank(torch.tensor([0.0, float("nan"), 1.0]))
+    with pytest.raises(ValueError, match="shape"):
+        sd_filterbank(torch.zeros(1, 2, 3))
+
+
+def _direct_centroids(bands, include_dc=True):
+    """Eqs. 6 and 7 with numpy.fft.rfft per band and frame."""
+    frame, hop, nfft = 320, 160, 320
+    win = np.hamming(frame + 1)[:-1]  # periodic
+    f = np.arange(nfft // 2 + 1) * 16000 / nfft
+    keep = f <= 950
+    nfr = 1 + (bands.shape[-1] - frame) // hop
+    cf = np.zeros((bands.shape[0], nfr))
+    cm = np.zeros_like(cf)
+    for b in range(bands.shape[0]):
+        for t in range(nfr):
+            seg = np.abs(bands[b, t * hop : t * hop + frame]) * win
+            mag = np.abs(np.fft.rfft(seg, nfft))[keep]
+            fk = f[keep]
+            lo = 0 if include_dc else 1
+            cf[b, t] = np.sum(fk * mag) / np.sum(mag[lo:])
+            cm[b, t] = np.sum(fk * mag) / np.sum(fk)
+    return cf, cm
+
+
+@pytest.mark.parametrize("include_dc", [True, False])
+def test_centroids_match_direct_numpy_evaluation_of_eqs_6_and_7(include_dc):
+    rng = np.random.default_rng(1)
+    bands = rng.standard_normal((5, 3300))
+    cf, cm = spectral_envelope_centroids(torch.from_numpy(bands), include_dc=include_dc)
+    cf_ref, cm_ref = _direct_centroids(bands, include_dc)
+    assert cf.shape == (5, 19)
+    np.testing.assert_allclose(cf.numpy(), cf_ref, rtol=1e-10)
+    np.testing.assert_allclose(cm.numpy(), cm_ref, rtol=1e-10)
+
+
+def test_deltas_match_direct_regression_formula():
+    rng = np.random.default_rng(2)
+    c = rng.standard_normal((3, 12))
+    for width in (1, 2, 4):
+        padded = np.concatenate([np.repeat(c[:, :1], width, 1), c, np.repeat(c[:, -1:], width, 1)], axis=1)
+        ref = np.zeros_like(c)
+        for t in range(c.shape[1]):
+            num = sum(n * (padded[:, t + width + n] - padded[:, t + width - n]) for n in range(1, width + 1))
+            ref[:, t] = num / (2 * sum(n * n for n in range(1, width + 1)))
+        np.testing.assert_allclose(deltas(torch.from_numpy(c), width).numpy(), ref, atol=1e-12)
+    mvn = utterance_mvn(torch.from_numpy(c)).numpy()
+    np.testing.assert_allclose(mvn.mean(1), 0, atol=1e-12)
+    np.testing.assert_allclose(mvn.std(1), 1, atol=1e-6)
+
+
+def test_triangular_bands_sum_back_to_the_signal_and_use_the_same_centres():
+    rng = np.random.default_rng(3)
+    x = rng.standard_normal((1, 3200))
+    bands = triangular_filterbank_bands(torch.from_numpy(x)).numpy()
+    assert bands.shape == (1, 80, 3200)
+    # triangles crossing at neighbouring centres sum to 1 between the first and last centre:
+    # a tone there is reconstructed by the sum of the bands
+    t = np.arange(3200) / 16000
+    tone = np.sin(2 * np.pi * 1000 * t)[None]
+    total = triangular_filterbank_bands(torch.from_numpy(tone)).numpy().sum(1)
+    assert np.abs(total - tone).max() < 0.05
+
+
+def test_feature_shapes_and_mvn():
+    x = np.random.default_rng(4).standard_normal(8000)
+    for feature, dim in (("cf", 240), ("cm", 120), ("cf_cm", 360)):
+        fe = SDFBFeatures(feature=feature, num_differentiations=2)
+        out = fe(x)
+        assert out.shape == (49, dim) == (49, fe.dim)
+        np.testing.assert_allclose(out.mean(0), 0, atol=1e-8)
+    tri = SDFBFeatures(feature="cm", filterbank="triangular", num_differentiations=2)(x)
+    assert tri.shape == (49, 120) and np.isfinite(tri).all()
+    with pytest.raises(ValueError, match="feature"):
+        SDFBFeatures(feature="mfcc")
+
+
+def test_cqcc_static_part_against_librosa_and_dct():
+    from scipy.fft import dct
+
+    import librosa
+
+    x = np.random.default_rng(5).standard_normal(8000)
+    ours = cqcc_mod.cqcc(x)
+    spec = np.abs(librosa.cqt(x, sr=16000, hop_length=256, fmin=15.625, n_bins=864, bins_per_octave=96)) ** 2
+    geo = 15.625 * 2 ** (np.arange(864) / 96)
+    lin = np.arange(15.625, geo[-1] + 1e-9, 15.625 / 16)
+    uniform = np.stack([np.interp(lin, geo, np.log(spec[:, t] + 1e-10)) for t in range(spec.shape[1])], axis=1)
+    ref = dct(uniform, type=2, norm="ortho", axis=0)[1:20].T
+    np.testing.assert_allclose(ours[:, :19], ref, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(ours[:, 19], np.log(spec.sum(0) + 1e-10), rtol=1e-10)
+    assert cqcc_mod.CQCCFeatures()(x).shape == (ours.shape[0], 60)
