@@ -69,6 +69,30 @@ def test_filterbank_matches_lfilter_then_differences_on_random_audio(k, unit_gai
     assert np.allclose(single, ours[1], rtol=0, atol=1e-12 * np.abs(ref).max())
 
 
+@pytest.mark.parametrize("block", [1, 7, 16, 32, 64])
+def test_block_size_and_short_inputs_match_reference(block):
+    rng = np.random.default_rng(block)
+    for n in (1, 2, 5, 31, 33, 2 * 16 * 64 + 3):  # shorter than a block, and past two scan levels
+        x = rng.standard_normal((3, n))
+        ref = sd_filterbank_reference(x, num_differentiations=2)
+        ours = sd_filterbank(torch.from_numpy(x), num_differentiations=2, block_size=block)
+        assert ours.shape == (3, 80, n) and ours.is_contiguous()
+        assert np.abs(ours.numpy() - ref).max() <= 1e-10 * np.abs(ref).max()
+
+
+def test_torch_path_for_accelerators_equals_numpy_path():
+    from audioexp.features.sd_filterbank import _block_operators, _filterbank_numpy, _filterbank_torch
+
+    x = np.random.default_rng(7).standard_normal((2, 1500))
+    ops = _block_operators(80, 16000, 0.0, None, 1.0, False, "inner", 6, 16)
+    assert not ops["qt"].flags.writeable  # cached operators cannot be changed by a caller
+    a = _filterbank_numpy(x, ops, 80)
+    b = _filterbank_torch(torch.from_numpy(x), ops, 80).numpy()
+    ref = sd_filterbank_reference(x, num_differentiations=6)
+    assert np.abs(a - ref).max() < 1e-10 * np.abs(ref).max()
+    assert np.abs(b - ref).max() < 1e-10 * np.abs(ref).max()
+
+
 def test_impulse_response_matches_scipy_per_band():
     x = np.zeros(4000)
     x[0] = 1.0
