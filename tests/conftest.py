@@ -65,6 +65,24 @@ def emodb_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
+def iemocap_corpus(tmp_path_factory) -> Path:
+    """A small generated IEMOCAP (Session{1..5}/sentences/wav, dialog/EmoEvaluation), and a stand-in
+    speaker pre-training run (random Table 1 ResNet weights, as the fake ImageNet cache) named by
+    AUDIOEXP_SPEAKER_PRETRAINED_RUN for the recipes that fine-tune one."""
+    from audioexp.data.minicorpus import write_minicorpus
+    from audioexp.networks.adresnet import TableOneResNet
+
+    base = tmp_path_factory.mktemp("corpora")
+    (base / "speaker_run" / "checkpoints").mkdir(parents=True)
+    (base / "speaker_run" / "resolved_config.yaml").write_text("model:\n  network: resnet\n  conv1_stride: 1\n")
+    state = {f"backbone.{k}": v for k, v in TableOneResNet().state_dict().items()}
+    torch.save({"state_dict": state}, base / "speaker_run" / "checkpoints" / "last.ckpt")
+    os.environ["AUDIOEXP_SPEAKER_PRETRAINED_RUN"] = str(base / "speaker_run")
+    return write_minicorpus("iemocap", base / "iemocap", seed=5, utterances_per_emotion=2, scripted_per_actor=1,
+                            extra_labels=("exc", "fru"), min_seconds=1.0, max_seconds=1.5)
+
+
+@pytest.fixture(scope="session")
 def asvspoof_corpus(tmp_path_factory) -> Path:
     """A small generated ASVspoof 2017 v2 (ASVspoof2017_V2_{train,dev,eval}/, protocol_V2/)."""
     from audioexp.data.minicorpus import write_minicorpus
@@ -75,12 +93,13 @@ def asvspoof_corpus(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="session")
-def corpora(fm_corpus, voxceleb_corpus, emodb_corpus, asvspoof_corpus) -> dict[str, Path]:
+def corpora(fm_corpus, voxceleb_corpus, emodb_corpus, iemocap_corpus, asvspoof_corpus) -> dict[str, Path]:
     """Miniature corpus root per DataModule class path."""
     return {
         "audioexp.data.fm_broadcast.FMBroadcastDataModule": fm_corpus,
         "audioexp.data.voxceleb1.VoxCeleb1DataModule": voxceleb_corpus,
         "audioexp.data.emodb.EmoDBDataModule": emodb_corpus,
+        "audioexp.data.iemocap.IEMOCAPDataModule": iemocap_corpus,
         "audioexp.data.asvspoof2017.ASVspoof2017": asvspoof_corpus,
     }
 

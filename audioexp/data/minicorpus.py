@@ -381,6 +381,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 # Corpus writers kept in their own modules register themselves on import.
 from audioexp.data import minicorpus_voxceleb  # noqa: E402,F401  (kind "voxceleb1")
 from audioexp.data import minicorpus_asvspoof  # noqa: E402,F401  (kind "asvspoof2017")
+from audioexp.data import minicorpus_iemocap  # noqa: E402,F401  (kind "iemocap")
 from audioexp.data import minicorpus_emodb  # noqa: E402,F401  (kind "emodb")
 
 if __name__ == "__main__":

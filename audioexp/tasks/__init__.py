@@ -2,6 +2,7 @@
 
 from audioexp.tasks import embed, evaluate, train  # noqa: F401  (registers the tasks)
 from audioexp.tasks import probe  # noqa: F401  (task=probe)
+from audioexp.tasks import aggregate  # noqa: F401  (task=aggregate)
 from audioexp.tasks import fit_gmm  # noqa: F401  (task=fit_gmm)
 from audioexp.tasks.registry import TASKS, get_task, register_task
 

@@ -1,0 +1,191 @@
+"""IEMOCAP: EmoEvaluation parsing, folds, the DataModule on the miniature corpus."""
+
+from __future__ import annotations
+
+import logging
+import shutil
+from collections import Counter
+
+import numpy as np
+import pytest
+import soundfile as sf
+
+from audioexp.data.iemocap import (
+    EmoEvaluationError,
+    IEMOCAPDataModule,
+    all_speakers,
+    fold_speakers,
+    read_emo_evaluation,
+    read_iemocap,
+    select_utterances,
+    speaker_of,
+)
+from audioexp.data.manifest import CorpusNotFoundError
+
+GOOD = """% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]
+
+[6.2901 - 8.2357]\tSes01F_impro01_F000\tneu\t[2.5000, 2.5000, 2.5000]
+C-E2:\tNeutral;\t()
+A-E3:\tval 3; act 2; dom  2;\t()
+
+[10.0100 - 11.3925]\tSes01F_impro01_M001\texc\t[3.5000, 3.5000, 3.0000]
+C-E2:\tExcited;\t()
+"""
+
+
+def write(tmp_path, text, name="Ses01F_impro01.txt"):
+    path = tmp_path / name
+    path.write_text(text)
+    return path
+
+
+def test_read_emo_evaluation(tmp_path):
+    utts = read_emo_evaluation(write(tmp_path, GOOD), session=1)
+    assert [(u.utterance_id, u.speaker, u.emotion, u.start, u.end) for u in utts] == [
+        ("Ses01F_impro01_F000", "Ses01F", "neu", 6.2901, 8.2357),
+        ("Ses01F_impro01_M001", "Ses01M", "exc", 10.01, 11.3925),
+    ]
+    assert utts[1].path == "Session1/sentences/wav/Ses01F_impro01/Ses01F_impro01_M001.wav"
+    assert utts[0].improvised
+
+
+@pytest.mark.parametrize(
+    "line,lineno,message",
+    [
+        ("[6.29 - 8.23]\tSes01F_impro01_F002 neu\t[2.5, 2.5, 2.5]", 3, "expected '\\[start - end\\]"),
+        ("[6.29 - 8.23]\tSes01F_impro01_F002\tjoy\t[2.5, 2.5, 2.5]", 3, "unknown emotion label 'joy'"),
+        ("[6.29 - 8.23]\tSes01F_impro02_F002\tneu\t[2.5, 2.5, 2.5]", 3, ".*does not belong to dialog"),
+        ("[8.29 - 6.23]\tSes01F_impro01_F002\tneu\t[2.5, 2.5, 2.5]", 3, ".*is not after start"),
+        ("[6.29 - 8.23]\tSes01F_impro01_X002\tneu\t[2.5, 2.5, 2.5]", 3, "not an IEMOCAP utterance id"),
+    ],
+)
+def test_malformed_lines_name_file_and_line(tmp_path, line, lineno, message):
+    path = write(tmp_path, f"% header\n\n{line}\nC-E2:\tNeutral;\t()\n")
+    with pytest.raises(EmoEvaluationError, match=rf"Ses01F_impro01\.txt:{lineno}: {message}"):
+        read_emo_evaluation(path)
+
+
+def test_session_mismatch_and_empty_file(tmp_path):
+    with pytest.raises(EmoEvaluationError, match=r"Ses01F_impro01\.txt:3: .*filed under Session2"):
+        read_emo_evaluation(write(tmp_path, GOOD), session=2)
+    with pytest.raises(EmoEvaluationError, match="no utterance lines"):
+        read_emo_evaluation(write(tmp_path, "% header only\n"))
+
+
+def test_speaker_is_session_plus_the_utterance_letter():
+    assert speaker_of("Ses01F_impro01_M005") == "Ses01M"
+    assert speaker_of("Ses03M_impro05a_F010") == "Ses03F"
+    with pytest.raises(ValueError, match="not an IEMOCAP utterance id"):
+        speaker_of("Ses06F_impro01_F000")
+
+
+@pytest.mark.parametrize("protocol,folds", [("leave_one_speaker_out", 10), ("leave_one_session_out", 5)])
+def test_folds_disjoint_and_each_speaker_tested_once(protocol, folds):
+    tested = Counter()
+    for k in range(folds):
+        train, val, test = fold_speakers(protocol, k)
+        assert len(train) == 8 and not set(train) & set(val) and not set(train) & set(test) and not set(val) & set(test)
+        assert sorted(train + val + test) == sorted(all_speakers())
+        tested.update(test)
+        if protocol == "leave_one_speaker_out":
+            # the session partner validates
+            assert val[0][:5] == test[0][:5] and val[0] != test[0]
+    assert tested == Counter(all_speakers())
+    # the paper's 5 folds (0-4) hold out each session once
+    sessions = [fold_speakers(protocol, k)[2][0][:5] for k in range(5)]
+    assert sorted(sessions) == [f"Ses0{s}" for s in range(1, 6)]
+    with pytest.raises(ValueError, match=f"folds 0-{folds - 1}"):
+        fold_speakers(protocol, folds)
+
+
+def dm(root, **kw):
+    kw.setdefault("num_workers", 0)
+    kw.setdefault("batch_size", 4)
+    kw.setdefault("crop_seconds", 0.5)
+    return IEMOCAPDataModule(root=str(root), **kw)
+
+
+def test_datamodule_folds_on_miniature_corpus(iemocap_corpus):
+    utts = read_iemocap(iemocap_corpus)
+    impro = select_utterances(utts)
+    assert len(impro) == 10 * 4 * 2  # 2 per actor and class; exc, fru and scripted left out
+    assert len(select_utterances(utts, merge_excited=True)) == 10 * 4 * 2 + 10  # one exc per actor
+    assert len(select_utterances(utts, include_scripted=True)) == 10 * 4 * 2 + 10
+    speaker_test_count = Counter()
+    for fold in range(10):
+        d = dm(iemocap_corpus, fold=fold)
+        d.setup()
+        spk = {k: {d.speakers[i] for i in s.speaker_ids} for k, s in d.splits.items()}
+        assert not spk["train"] & spk["val"] and not spk["train"] & spk["test"] and not spk["val"] & spk["test"]
+        assert len(spk["train"]) == 8 and len(spk["test"]) == 1 and len(spk["val"]) == 1
+        speaker_test_count.update(spk["test"])
+        assert (d.splits["train"].speakers >= 0).all() and (d.splits["test"].speakers == -1).all()
+        assert [d.train_speakers[i] for i in d.splits["train"].speakers] == [d.speakers[i] for i in d.splits["train"].speaker_ids]
+        assert sum(len(s.paths) for s in d.splits.values()) == len(impro)
+    assert speaker_test_count == Counter(all_speakers())
+
+
+def test_leave_one_session_out_holds_out_validation_utterances(iemocap_corpus):
+    d = dm(iemocap_corpus, protocol="leave_one_session_out", fold=2, val_fraction=0.5)
+    d.setup()
+    test_spk = {d.speakers[i] for i in d.splits["test"].speaker_ids}
+    assert test_spk == {"Ses03F", "Ses03M"}
+    train, val = d.splits["train"], d.splits["val"]
+    assert set(train.paths).isdisjoint(val.paths)
+    # one of the two utterances per training speaker and class
+    assert len(val.paths) == 8 * 4 and len(train.paths) == 8 * 4
+    assert (val.speakers >= 0).all()
+
+
+def test_loader_batches_carry_speakers_and_crops(iemocap_corpus):
+    d = dm(iemocap_corpus, fold=3)
+    d.setup()
+    batch = next(iter(d.train_dataloader()))
+    assert batch["waveform"].shape == (4, 8000)
+    assert set(batch) >= {"waveform", "label", "speaker", "speaker_id", "length", "index"}
+    i = int(batch["index"][0])
+    assert batch["label"][0] == d.splits["train"].labels[i]
+    ev = next(iter(d.test_dataloader()))
+    path = iemocap_corpus / d.splits["test"].paths[int(ev["index"][0])]
+    assert ev["waveform"].shape[1] == sf.info(str(path)).frames  # whole utterance
+
+
+def test_shuffled_labels_keep_counts(iemocap_corpus):
+    a, b = dm(iemocap_corpus), dm(iemocap_corpus, shuffle_labels=True)
+    a.setup(), b.setup()
+    assert sorted(a.splits["train"].labels) == sorted(b.splits["train"].labels)
+    assert (a.splits["train"].labels != b.splits["train"].labels).any()
+    np.testing.assert_array_equal(a.splits["test"].labels, b.splits["test"].labels)
+
+
+def test_count_check_warns_on_real_roots_only(iemocap_corpus, tmp_path, caplog):
+    with caplog.at_level(logging.WARNING, logger="audioexp.data.iemocap"):
+        dm(iemocap_corpus).setup()
+    assert "full release has" not in caplog.text
+    real = tmp_path / "iemocap_copy"
+    shutil.copytree(iemocap_corpus, real, ignore=shutil.ignore_patterns(".minicorpus.json"))
+    with caplog.at_level(logging.WARNING, logger="audioexp.data.iemocap"):
+        dm(real).setup()
+    assert "80 utterances of the four classes" in caplog.text and "the full release has 2280" in caplog.text
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="audioexp.data.iemocap"):
+        dm(real, merge_excited=True).setup()
+    assert "has 2943" in caplog.text
+    # a labelled utterance without its WAV
+    next(real.glob("Session2/sentences/wav/*_impro*/*.wav")).unlink()
+    with pytest.raises(CorpusNotFoundError, match="have no WAV file"):
+        dm(real).setup()
+
+
+def test_missing_root_and_bad_options_say_what_is_expected(tmp_path):
+    with pytest.raises(CorpusNotFoundError, match=r"(?s)expected the IEMOCAP layout:.*EmoEvaluation"):
+        dm(tmp_path / "nowhere").prepare_data()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(CorpusNotFoundError, match="Session1/dialog/EmoEvaluation is missing"):
+        dm(tmp_path / "empty").setup()
+    with pytest.raises(ValueError, match="folds 0-4"):
+        dm(tmp_path, protocol="leave_one_session_out", fold=7)
+    with pytest.raises(ValueError, match="protocol must be one of"):
+        dm(tmp_path, protocol="random")
+    with pytest.raises(ValueError, match="4 classes"):
+        dm(tmp_path, num_classes=6)
