@@ -24,15 +24,19 @@ bench: install
 	$(BIN)/python bench/bench_manifest.py
 	$(BIN)/python bench/bench_spectrogram.py
 	$(BIN)/python bench/bench_training_throughput.py --width 0.5 --batch 8 --steps 10
+	$(BIN)/python bench/bench_sd_filterbank.py --seconds 4
 
 # The three VoxCeleb recipes (and a shuffled-label control) on the generated miniature
-# VoxCeleb1, scaled for a CPU (a narrower VGG, shorter crops): about 3 minutes each on 2 cores.
-VOXMINI := data=voxceleb1_mini model.width=0.125 data.crop_seconds=1.5 trainer.max_epochs=30 logger=csv
+# VoxCeleb1, scaled for a CPU (a narrower VGG with lighter dropout, shorter crops, and a
+# smaller lambda: lambda = 5 collapses the embeddings on this corpus, see
+# experiments/voxceleb.md): 10-25 minutes each on 2 cores.
+VOXMINI := data=voxceleb1_mini model.width=0.125 data.crop_seconds=1.5 model.dropout=0.1 trainer.max_epochs=60 logger=csv
+VOXMINI_LAMBDA := model.center_loss_weight=0.04
 voxceleb-mini: install
-	$(BIN)/python -m audioexp +experiment=voxceleb_centerloss $(VOXMINI)
+	$(BIN)/python -m audioexp +experiment=voxceleb_centerloss $(VOXMINI) $(VOXMINI_LAMBDA)
 	$(BIN)/python -m audioexp +experiment=voxceleb_softmax $(VOXMINI)
-	$(BIN)/python -m audioexp +experiment=voxceleb_centerloss_verification $(VOXMINI)
-	$(BIN)/python -m audioexp +experiment=voxceleb_centerloss $(VOXMINI) data.shuffle_labels=true name=voxceleb_centerloss_shuffled
+	$(BIN)/python -m audioexp +experiment=voxceleb_centerloss_verification $(VOXMINI) $(VOXMINI_LAMBDA)
+	$(BIN)/python -m audioexp +experiment=voxceleb_centerloss $(VOXMINI) $(VOXMINI_LAMBDA) trainer.max_epochs=40 data.shuffle_labels=true name=voxceleb_centerloss_shuffled
 
 clean:
 	rm -rf $(VENV) *.egg-info .pytest_cache
