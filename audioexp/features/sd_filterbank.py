@@ -39,6 +39,7 @@ from __future__ import annotations
 import functools
 
 import numpy as np
+from scipy import signal
 import torch
 
 __all__ = [
@@ -46,6 +47,7 @@ __all__ = [
     "hz_to_mel",
     "mel_to_hz",
     "resonator_bank",
+    "sd_filter_response",
     "sd_filterbank",
     "sd_filterbank_reference",
     "spatially_differentiate",
@@ -134,6 +136,44 @@ def resonator_bank(
     b = gain[:, None] * np.array([1.0, 0.0, -1.0])[None, :]
     return {"center_hz": center, "bandwidth_hz": bandwidth, "radius": radius, "theta": theta,
             "gain": gain, "b": b, "a": a}
+
+
+def sd_filter_response(
+    band: int,
+    num_differentiations: int,
+    num_freqs: int = 4096,
+    num_filters: int = 80,
+    sample_rate: int = 16000,
+    **design,
+) -> tuple[np.ndarray, np.ndarray]:
+    """Frequency response of one band after ``k`` spatial differentiations (the paper's Fig. 1).
+
+    The differentiated band is ``sum_j D[band, j] H_j`` (:func:`differentiation_matrix`),
+    each ``H_j`` evaluated with ``scipy.signal.freqz`` on ``num_freqs`` points in
+    ``[0, sample_rate / 2)``. ``design`` goes to :func:`resonator_bank` (e.g.
+    ``unit_center_gain=True`` as the figure).
+
+    Returns
+    -------
+    freqs_hz : ndarray, shape (num_freqs,)
+    response : ndarray of complex, shape (num_freqs,)
+
+    Examples
+    --------
+    >>> f, h = sd_filter_response(54, 0, unit_center_gain=True)
+    >>> bool(abs(np.abs(h).max() - 1.0) < 1e-3)
+    True
+    """
+    if not 0 <= band < num_filters:
+        raise ValueError(f"band must be in [0, {num_filters}), got {band}")
+    bank = resonator_bank(num_filters, sample_rate, **design)
+    row = differentiation_matrix(num_filters, num_differentiations)[band]
+    freqs = np.arange(num_freqs) * (sample_rate / 2.0) / num_freqs
+    response = np.zeros(num_freqs, dtype=complex)
+    for j in np.flatnonzero(row):
+        _, h = signal.freqz(bank["b"][j], bank["a"][j], worN=num_freqs, fs=sample_rate)
+        response += row[j] * h
+    return freqs, response
 
 
 def differentiation_matrix(num_bands: int, num_differentiations: int) -> np.ndarray:

@@ -35,3 +35,26 @@ def confusion_matrix_figure(confmat: np.ndarray, class_names: list[str], title: 
         ax.set_title(title)
     fig.tight_layout()
     return fig
+
+
+def sd_filter_response_figure(
+    band: int = 54, differentiations: tuple[int, ...] = (0, 3, 6), **design
+) -> plt.Figure:
+    """Magnitude response of one filter after several spatial differentiations (Wickramasinghe
+    et al. 2019, Fig. 1: sharper and moved upward). ``band`` counts from 0 (54 = the 55th);
+    ``design`` goes to :func:`audioexp.features.sd_filterbank.resonator_bank`; unit centre gain
+    by default, as the figure."""
+    from audioexp.features.sd_filterbank import sd_filter_response
+
+    design.setdefault("unit_center_gain", True)
+    fig, ax = plt.subplots(figsize=(6.5, 3.8))
+    for k in differentiations:
+        freqs, h = sd_filter_response(band, k, **design)
+        mag = np.abs(h)
+        ax.plot(freqs, 20 * np.log10(np.maximum(mag / mag.max(), 1e-12)), label=f"{k} differentiations")
+    ax.set(xlabel="frequency (Hz)", ylabel="magnitude (dB, peak 0)", ylim=(-100, 3),
+           title=f"filter {band + 1}: response after spatial differentiation")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    return fig

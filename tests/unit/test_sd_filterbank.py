@@ -217,3 +217,24 @@ def test_cqcc_static_part_against_librosa_and_dct():
     np.testing.assert_allclose(ours[:, :19], ref, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ours[:, 19], np.log(spec.sum(0) + 1e-10), rtol=1e-10)
     assert cqcc_mod.CQCCFeatures()(x).shape == (ours.shape[0], 60)
+
+
+@pytest.mark.parametrize("k", [0, 3, 6])
+def test_fig1_response_equals_spectrum_of_the_filterbank_impulse_response(k):
+    """sd_filter_response (freqz per filter, combined by D) = FFT of sd_filterbank's impulse response."""
+    from audioexp.features.sd_filterbank import sd_filter_response
+
+    n = 16384  # long enough for the slowest pole (r ~ 0.997) to decay below 1e-12
+    impulse = np.zeros(n)
+    impulse[0] = 1.0
+    h_time = sd_filterbank(torch.from_numpy(impulse), num_differentiations=k, unit_center_gain=True).numpy()[54]
+    spectrum = np.fft.rfft(h_time)[: n // 2]
+    _, response = sd_filter_response(54, k, num_freqs=n // 2, unit_center_gain=True)
+    np.testing.assert_allclose(response, spectrum, atol=1e-9 * np.abs(spectrum).max())
+
+
+def test_fig1_figure_has_one_curve_per_differentiation_count():
+    from audioexp.utils.plots import sd_filter_response_figure
+
+    fig = sd_filter_response_figure(54, (0, 3, 6))
+    assert len(fig.axes[0].lines) == 3
