@@ -313,7 +313,9 @@ class IEMOCAPDataModule(L.LightningDataModule):
     shuffle_labels : bool
         Permute the training labels (a control: test scores should fall to chance).
     minicorpus : {"iemocap", None}
-        Write the generated miniature corpus into ``root`` when it does not exist.
+        Write the generated miniature corpus into ``root`` when it does not exist; a
+        generated one of an older design (its stamp) is rewritten with its own seed and
+        parameters.
     """
 
     def __init__(
@@ -376,11 +378,18 @@ class IEMOCAPDataModule(L.LightningDataModule):
         return len(self.class_names)
 
     def prepare_data(self) -> None:
-        if self.minicorpus and not self.root.exists():
-            from audioexp.data.minicorpus import write_minicorpus
+        if self.minicorpus:
+            from audioexp.data.minicorpus import read_stamp, write_minicorpus
+            from audioexp.data.minicorpus_iemocap import DESIGN_VERSION
 
-            log.info("writing the miniature IEMOCAP corpus into %s", self.root)
-            write_minicorpus(self.minicorpus, self.root)
+            stamp = read_stamp(self.root) if self.root.is_dir() else None
+            if not self.root.exists():
+                log.info("writing the miniature IEMOCAP corpus into %s", self.root)
+                write_minicorpus(self.minicorpus, self.root)
+            elif stamp and stamp.get("kind") == "iemocap" and stamp.get("design_version") != DESIGN_VERSION:
+                # an older generated design: rewritten with its own seed and parameters
+                log.warning("the miniature IEMOCAP at %s is of an older design; rewriting it (design %d)", self.root, DESIGN_VERSION)
+                write_minicorpus(self.minicorpus, self.root, seed=stamp["seed"], **stamp["params"])
         if not self.root.is_dir():
             raise CorpusNotFoundError(f"IEMOCAP root {self.root} does not exist; " + EXPECTED_LAYOUT.format(root=self.root))
 
