@@ -40,6 +40,7 @@ __all__ = [
     "main",
     "read_stamp",
     "register",
+    "remove_own_entries",
     "write_fm_broadcast",
     "write_minicorpus",
 ]
@@ -174,19 +175,27 @@ def _fm_files(clips_per_class: int, recordings_per_class: int) -> list[tuple[int
     return plan
 
 
-def _remove_previous_fm(root: Path) -> None:
-    """Delete recording folders a previous (different) run may have left.
+def remove_own_entries(directory: Path, is_ours: Callable[[Path], bool]) -> None:
+    """Delete the entries of ``directory`` that ``is_ours`` accepts, files or folders.
 
-    Only folders named like ours (``speech_recNN``/``music_recNN``) are
-    touched, so pointing this at a directory with other content is safe.
+    Writers call it to clear what a previous (different) run left; entries named unlike
+    theirs are never touched, so pointing a writer at a directory with other content is safe.
     """
-    for label in FM_CLASSES:
-        class_dir = root / label
-        if not class_dir.is_dir():
+    if not directory.is_dir():
+        return
+    for child in directory.iterdir():
+        if not is_ours(child):
             continue
-        for child in class_dir.iterdir():
-            if child.is_dir() and _FM_RECORDING_RE.match(child.name):
-                shutil.rmtree(child)
+        if child.is_dir():
+            shutil.rmtree(child)
+        else:
+            child.unlink()
+
+
+def _remove_previous_fm(root: Path) -> None:
+    """Delete recording folders (``speech_recNN``/``music_recNN``) a previous run may have left."""
+    for label in FM_CLASSES:
+        remove_own_entries(root / label, lambda p: p.is_dir() and bool(_FM_RECORDING_RE.match(p.name)))
 
 
 @register("fm_broadcast")

@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -44,6 +43,7 @@ from audioexp.data.minicorpus import (
     _write_stamp,
     _write_wav,
     register,
+    remove_own_entries,
 )
 
 __all__ = ["EMOTION_PROSODY", "write_emodb"]
@@ -111,20 +111,17 @@ def acted_voice(voice: synth.VoiceParams, emotion: str, rng: np.random.Generator
 
 def _remove_previous(root: Path) -> None:
     """Delete EmoDB-named wavs a previous (different) run may have left; nothing else."""
+    remove_own_entries(root / "wav", _is_emodb_name)
+
+
+def _is_emodb_name(path: Path) -> bool:
     from audioexp.data.emodb import EmoDBNameError, parse_emodb_name
 
-    wav = root / "wav"
-    if not wav.is_dir():
-        return
-    for child in wav.iterdir():
-        try:
-            parse_emodb_name(child.name)
-        except EmoDBNameError:
-            continue
-        if child.is_file():
-            child.unlink()
-        elif child.is_dir():
-            shutil.rmtree(child)
+    try:
+        parse_emodb_name(path.name)
+    except EmoDBNameError:
+        return False
+    return True
 
 
 @register("emodb")

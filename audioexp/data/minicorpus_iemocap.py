@@ -51,7 +51,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 from dataclasses import replace
 from pathlib import Path
 
@@ -68,6 +67,7 @@ from audioexp.data.minicorpus import (
     _write_stamp,
     _write_wav,
     register,
+    remove_own_entries,
 )
 
 __all__ = ["DESIGN_VERSION", "EMOTION_STYLE", "write_iemocap"]
@@ -169,9 +169,8 @@ _VAD = {"neu": (2.5, 2.5, 2.5), "hap": (4.0, 3.5, 3.0), "exc": (4.0, 4.0, 3.5), 
 
 
 def _remove_previous(root: Path) -> None:
-    for child in root.iterdir() if root.is_dir() else []:
-        if child.is_dir() and _SESSION_DIR_RE.match(child.name):
-            shutil.rmtree(child)
+    """Delete ``SessionN`` folders a previous (different) run may have left."""
+    remove_own_entries(root, lambda p: p.is_dir() and bool(_SESSION_DIR_RE.match(p.name)))
 
 
 @register("iemocap")

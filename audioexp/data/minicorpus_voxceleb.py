@@ -77,7 +77,6 @@ import json
 import multiprocessing
 import os
 import re
-import shutil
 import sys
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
@@ -97,6 +96,7 @@ from audioexp.data.minicorpus import (
     _write_stamp,
     _write_wav,
     register,
+    remove_own_entries,
 )
 
 __all__ = [
@@ -566,11 +566,7 @@ def _remove_previous(root: Path) -> None:
 
     Only ``wav/idNNNNN`` folders and our list files are touched.
     """
-    wav = root / "wav"
-    if wav.is_dir():
-        for child in wav.iterdir():
-            if child.is_dir() and _SPEAKER_DIR_RE.match(child.name):
-                shutil.rmtree(child)
+    remove_own_entries(root / "wav", lambda p: p.is_dir() and bool(_SPEAKER_DIR_RE.match(p.name)))
     for name in LIST_FILES:
         (root / name).unlink(missing_ok=True)
 
