@@ -1,21 +1,26 @@
 """Time the spatially differentiated filterbank against its direct computation.
 
-    python bench/bench_sd_filterbank.py [--seconds 4] [--batch 1 8] [--k 0 2 6] [--repeats 5] [--threads 1]
+    python bench/bench_sd_filterbank.py [--seconds 4] [--batch 1 8] [--k 0 2 6] [--repeats 5]
+                                        [--threads 1 2] [--device cuda]
 
-Reference: one ``scipy.signal.lfilter`` per filter (80), then the ``k`` differences in
-NumPy (``sd_filterbank_reference``). Ours: ``audioexp.features.sd_filterbank`` (chunked
-linear recurrence, differences folded into the filters, one BLAS product per band),
-float64. Steady state: the operators are cached per design, ``k`` and block size, so
-one untimed call precedes the timing (as on a corpus of utterances). Reference and ours
-are timed alternately in the same rounds (the machine may be shared: compare ratios,
-not seconds); each is the best of ``repeats`` rounds. Prints the ratio, the real-time
-factor (seconds of compute per second of audio) and the largest error relative to the
-reference's peak.
+Reference: one ``scipy.signal.lfilter`` per filter (80), then the ``k`` differences in NumPy
+(``sd_filterbank_reference``; single-threaded, as lfilter is). Ours, float64, each timed in the
+same alternating rounds as the reference (the machine may be shared: compare ratios, not
+seconds), best of ``repeats``:
 
-Measured on the shared 2-core AMD EPYC (AVX2) while other jobs held a load average of
-about 9 (so each process got a fraction of a core), 4-s utterances, best of 5:
-ratio about 3x for k = 0, 3-4x for k = 2 and 5x for k = 6; the issue's 10x is not reached (see
-experiments/asvspoof2017.md for the numbers and why).
+- ``compiled tN``: the C++ kernel with N threads (``implementation="compiled"``), a fresh output
+  each call, as a caller gets it;
+- ``reused tN``: the same, writing into one output reused across calls (``out=``), which shows
+  how much of the time is the first touch of fresh memory;
+- ``blas``: the chunked-recurrence fallback (BLAS one thread);
+- ``--device cuda``: the torch path on the GPU (input moved there before timing, output left
+  there, synchronised), against the same CPU reference.
+
+Prints, per batch and ``k``, each time, its ratio to the reference, the real-time factor of the
+fastest (seconds of compute per second of audio) and the largest error relative to the
+reference's peak. Untimed calls of each (``--warmup`` seconds) precede the timing: operators and
+kernel are built and cached once per process, and the first two-thread calls of a process run
+slower (about 0.3 s of them on our machine). Measured numbers: experiments/asvspoof2017.md.
 """
 
 from __future__ import annotations
@@ -34,38 +39,65 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=4.0)
     parser.add_argument("--batch", type=int, nargs="+", default=[1, 8])
     parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--k", type=int, nargs="+", default=[0, 2, 6])
-    parser.add_argument("--block-size", type=int, default=32)
+    parser.add_argument("--warmup", type=float, default=0.5, help="seconds of untimed calls of each first")
+    parser.add_argument("--no-blas", action="store_true", help="skip the BLAS fallback")
+    parser.add_argument("--device", default=None, help="also time the torch path on this device (e.g. cuda)")
     args = parser.parse_args()
-    torch.set_num_threads(args.threads)
     sr = 16000
     rng = np.random.default_rng(0)
-    print(f"{args.seconds:g}-s utterances at {sr} Hz, 80 filters, float64, torch threads {args.threads}, "
-          f"block {args.block_size}, best of {args.repeats} alternating rounds")
-    print(f"{'batch':>5} {'k':>2} {'reference s':>12} {'ours s':>8} {'ratio':>6} {'RTF ours':>9} {'RTF ref':>8} {'max rel err':>12}")
+    print(f"{args.seconds:g}-s utterances at {sr} Hz, 80 filters, float64, best of {args.repeats} alternating "
+          f"rounds, {torch.get_num_threads()} torch threads available")
     for batch in args.batch:
         x = rng.standard_normal((batch, int(args.seconds * sr)))
         xt = torch.from_numpy(x)
         audio_s = batch * args.seconds
         for k in args.k:
-            def ref():
-                return sd_filterbank_reference(x, sr, num_differentiations=k)
+            candidates = {}
+            for t in args.threads:
+                candidates[f"compiled t{t}"] = lambda t=t: sd_filterbank(xt, sr, num_differentiations=k,
+                                                                        implementation="compiled", num_threads=t)
+                buf = torch.empty(batch, 80, x.shape[1], dtype=torch.float64)
+                buf.fill_(0.0)
+                candidates[f"reused t{t}"] = lambda t=t, buf=buf: sd_filterbank(
+                    xt, sr, num_differentiations=k, implementation="compiled", num_threads=t, out=buf)
+            if not args.no_blas:
+                candidates["blas"] = lambda: sd_filterbank(xt, sr, num_differentiations=k, implementation="blas")
+            if args.device:
+                xd = xt.to(args.device)
+                sync = torch.cuda.synchronize if args.device.startswith("cuda") else (lambda: None)
 
-            def ours():
-                return sd_filterbank(xt, sr, num_differentiations=k, block_size=args.block_size)
+                def on_device(xd=xd, sync=sync):
+                    y = sd_filterbank(xd, sr, num_differentiations=k, implementation="torch")
+                    sync()
+                    return y
 
-            expected = ref()
-            err = float(np.abs(ours().numpy() - expected).max() / np.abs(expected).max())
+                candidates[f"torch {args.device}"] = on_device
+
+            for fn in candidates.values():  # steady state: the first calls of a process are slower
+                t_end = time.perf_counter() + args.warmup
+                while time.perf_counter() < t_end:
+                    fn()
+            expected = sd_filterbank_reference(x, sr, num_differentiations=k)
+            peak = np.abs(expected).max()
+            errors = {name: float(np.abs(fn().cpu().numpy() - expected).max() / peak) for name, fn in candidates.items()}
             del expected
-            t_ref, t_ours = [], []
+            times = {"reference": [], **{name: [] for name in candidates}}
             for _ in range(args.repeats):
-                for fn, times in ((ref, t_ref), (ours, t_ours)):
+                t = time.perf_counter()
+                sd_filterbank_reference(x, sr, num_differentiations=k)
+                times["reference"].append(time.perf_counter() - t)
+                for name, fn in candidates.items():
                     t = time.perf_counter()
                     fn()
-                    times.append(time.perf_counter() - t)
-            a, b = min(t_ref), min(t_ours)
-            print(f"{batch:>5} {k:>2} {a:12.4f} {b:8.4f} {a / b:6.1f} {b / audio_s:9.5f} {a / audio_s:8.5f} {err:12.2e}")
+                    times[name].append(time.perf_counter() - t)
+            best = {name: min(v) for name, v in times.items()}
+            ref = best["reference"]
+            print(f"batch {batch}, k {k}: reference {ref:.4f} s (RTF {ref / audio_s:.5f})")
+            for name in candidates:
+                print(f"  {name:>14}: {best[name]:.4f} s  ratio {ref / best[name]:5.1f}x  RTF {best[name] / audio_s:.5f}"
+                      f"  max rel err {errors[name]:.1e}")
 
 
 if __name__ == "__main__":

@@ -11,23 +11,36 @@ differentiation and to a copy of the band below it after the last one (section 4
 
 How it is computed (why it is fast)
 -----------------------------------
-Everything after the filters is linear, so the ``k`` differences are folded into the
-filters: output band ``i`` is ``sum_j D_ij H_j`` applied to the input, where ``D``
-(:func:`differentiation_matrix`) holds signed binomial weights. The recursion is then
-evaluated in blocks of ``L`` samples (a chunked linear recurrence): within a block the
-zero-state response is a product of the input block with an ``L x L`` lower-triangular
-Toeplitz matrix of the folded impulse responses; the memory carried across blocks is the
-state of each second-order section, written as one complex one-pole state
-``s[n] = p s[n-1] + u[n]`` per filter (``p = r e^{j theta}``), and its contribution to
-band ``i`` needs only the ``2w`` state values of the ``w = k + 1`` filters band ``i``
-sums. So each band is one product ``[S_window(b-1) | U_b] @ [Q_i; T_i]`` of width
-``L + 2w``, written straight into the output (on the CPU with NumPy's BLAS, one thread).
-The block-end states follow their own one-pole recurrence with pole ``p^L``, scanned in
-chunks of 16 (vectorised over chunks and filters) and recursively over the chunk ends.
-The operators are cached. The cost is about ``L + 2w`` multiply-adds per output sample plus
-the first write of the output, which bounds the speed-up over ``lfilter`` (see
-``experiments/asvspoof2017.md``). Everything is float64 by default: six differences of
-nearby bands cancel to a small fraction of each band, and float32 loses the result.
+Three implementations give the same numbers (to about 1e-13 of the peak in float64):
+
+``compiled`` (the CPU default): a small C++ kernel (``sd_filterbank_kernel.cpp``), built with
+``torch.utils.cpp_extension`` on first use (about 40 s, then cached; needs g++ and ninja).
+Time is the outer loop and the filters the inner one, so all 80 recursions advance together
+(vectorised across filters, each filter's latency hidden by the others); the ``k`` differences
+are one pass over the band vector of a time step, with the weights of
+:func:`differentiation_matrix`; each output sample is written once, through a tile that stays in
+cache. Utterances and groups of bands are shared among threads (``num_threads``). This is
+memory-bound: most of its time is writing the (batch, 80, time) float64 output.
+
+``blas`` (the fallback when the kernel cannot be built): everything after the filters is
+linear, so the ``k`` differences are folded into the filters: output band ``i`` is
+``sum_j D_ij H_j`` applied to the input, where ``D`` (:func:`differentiation_matrix`) holds
+signed binomial weights. The recursion is then evaluated in blocks of ``L`` samples (a chunked
+linear recurrence): within a block the zero-state response is a product of the input block with
+an ``L x L`` lower-triangular Toeplitz matrix of the folded impulse responses; the memory carried
+across blocks is the state of each second-order section, written as one complex one-pole state
+``s[n] = p s[n-1] + u[n]`` per filter (``p = r e^{j theta}``), and its contribution to band ``i``
+needs only the ``2w`` state values of the ``w = k + 1`` filters band ``i`` sums. So each band is
+one product ``[S_window(b-1) | U_b] @ [Q_i; T_i]`` of width ``L + 2w``, written straight into the
+output (NumPy's BLAS, one thread). The block-end states follow their own one-pole recurrence with
+pole ``p^L``, scanned in chunks of 16 (vectorised over chunks and filters) and recursively over
+the chunk ends. The operators are cached.
+
+``torch`` (accelerators): the ``blas`` computation with batched torch products.
+
+Everything is float64 by default: six differences of nearby bands cancel to a small fraction of
+each band, and float32 loses the result. Speed against ``lfilter``: ``bench/bench_sd_filterbank.py``
+and ``experiments/asvspoof2017.md``.
 
 The reference it is tested against is the direct computation: one
 ``scipy.signal.lfilter`` per filter, then the differences (``tests/unit/test_sd_filterbank.py``;
@@ -37,10 +50,17 @@ The reference it is tested against is the direct computation: one
 from __future__ import annotations
 
 import functools
+import logging
+import math
+from pathlib import Path
 
 import numpy as np
 from scipy import signal
 import torch
+
+from audioexp.utils.logging import log_once
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "differentiation_matrix",
@@ -396,13 +416,13 @@ def _filterbank_torch(x: torch.Tensor, ops: dict, num_bands: int) -> torch.Tenso
     bsz, n = x.shape
     dev, dtype = x.device, x.dtype
     cdtype = torch.complex128 if dtype == torch.float64 else torch.complex64
-    qt = torch.as_tensor(ops["qt"], dtype=dtype, device=dev)
+    qt = torch.tensor(ops["qt"], dtype=dtype, device=dev)
     block = qt.shape[-1]
     w2 = ops["width2"]
     nb = -(-n // block)
     ublocks = _numerator_blocks(x, nb, block, torch)
-    ends = ublocks.reshape(-1, block) @ torch.as_tensor(ops["end_sum"], dtype=dtype, device=dev)
-    pole = torch.as_tensor(ops["pole_block"], dtype=cdtype, device=dev)
+    ends = ublocks.reshape(-1, block) @ torch.tensor(ops["end_sum"], dtype=dtype, device=dev)
+    pole = torch.tensor(ops["pole_block"], dtype=cdtype, device=dev)
     states = _scan(torch.view_as_complex(ends.reshape(bsz, nb, -1, 2)).contiguous(), pole, 16)
     states = torch.view_as_real(states).reshape(bsz, nb, -1)
     prev = torch.nn.functional.pad(states[:, :-1], (0, 0, 1, 0))  # state entering block b
@@ -412,6 +432,81 @@ def _filterbank_torch(x: torch.Tensor, ops: dict, num_bands: int) -> torch.Tenso
         z = torch.cat([prev[b][:, cols].transpose(0, 1), ublocks[b].expand(num_bands, nb, block)], dim=2)
         torch.bmm(z, qt, out=out[b].view(num_bands, nb, block))
     return out[:, :, :n]
+
+
+_KERNEL_SOURCE = Path(__file__).with_name("sd_filterbank_kernel.cpp")
+IMPLEMENTATIONS = ("auto", "compiled", "blas", "torch")
+
+
+@functools.lru_cache(maxsize=1)
+def _load_kernel():
+    """Build (first use in a machine, about 40 s; then cached on disk) and load the C++ kernel.
+
+    Returns ``(module, None)``, or ``(None, reason)`` when it cannot be built (no compiler).
+    """
+    cpp_log = logging.getLogger("torch.utils.cpp_extension")
+    level = cpp_log.level
+    cpp_log.setLevel(logging.ERROR)  # its import warns that a CPU-only machine has no CUDA
+    try:
+        from torch.utils.cpp_extension import load
+
+        # AVX2/FMA only where the CPU has them, under a name of its own (a home directory shared
+        # by machines of different CPUs keeps one build per instruction set)
+        simd = "avx2" if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else "sse2"
+        flags = ["-O3", "-fopenmp"] + (["-mavx2", "-mfma"] if simd == "avx2" else [])
+        module = load(name=f"audioexp_sd_filterbank_{simd}", sources=[str(_KERNEL_SOURCE)], extra_cflags=flags,
+                      extra_ldflags=["-fopenmp"], verbose=False)
+        return module, None
+    except Exception as exc:  # a missing compiler or ninja shows up as many exception types
+        lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
+        errors = [line for line in lines if "error" in line.lower() and "Error building" not in line]
+        return None, f"{type(exc).__name__}: {(errors or lines or [''])[0][:300]}"
+    finally:
+        cpp_log.setLevel(level)
+
+
+@functools.lru_cache(maxsize=32)
+def _kernel_coefficients(num_filters, sample_rate, f_min, f_max, bandwidth_factor, unit_center_gain,
+                         center_grid, num_differentiations) -> dict:
+    """Recursion coefficients and difference weights for the compiled kernel (read-only, cached).
+
+    ``inner``: the weights of band ``i`` on filters ``i .. i + k`` (the same for every band below
+    ``N - k``); ``top``: the weights of the top ``k`` bands on filters ``N - k - 1 .. N - 1``. Both
+    are read from :func:`differentiation_matrix`, and checked to be all it holds.
+    """
+    bank = resonator_bank(num_filters, sample_rate, f_min, f_max, bandwidth_factor, unit_center_gain, center_grid)
+    d = differentiation_matrix(num_filters, num_differentiations)
+    n, w = num_filters, num_differentiations + 1
+    inner = d[0, :w].copy()
+    banded = np.zeros_like(d)
+    for i in range(n - w + 1):
+        banded[i, i:i + w] = inner
+    banded[n - w + 1:, n - w:] = d[n - w + 1:, n - w:]
+    if not np.array_equal(banded, d):  # pragma: no cover - guards the kernel's assumption on D
+        raise AssertionError("differentiation_matrix is not banded as the compiled kernel assumes")
+    coeffs = {"a1": np.ascontiguousarray(bank["a"][:, 1]), "a2": np.ascontiguousarray(bank["a"][:, 2]),
+              "gain": np.ascontiguousarray(bank["gain"]), "inner": inner,
+              "top": np.ascontiguousarray(d[n - w + 1:, n - w:])}
+    for v in coeffs.values():
+        v.setflags(write=False)
+    return coeffs
+
+
+def _filterbank_compiled(kernel, x: torch.Tensor, coeffs: dict, num_threads: int,
+                         out: torch.Tensor | None) -> torch.Tensor:
+    bsz, n = x.shape
+    num_bands = coeffs["a1"].shape[0]
+    if out is None:  # NumPy asks for huge pages: a faster first touch than torch.empty
+        out = torch.from_numpy(np.empty((bsz, num_bands, n), dtype=torch.empty(0, dtype=x.dtype).numpy().dtype))
+    elif out.shape != (bsz, num_bands, n) or out.dtype != x.dtype or not out.is_contiguous() or out.device.type != "cpu":
+        raise ValueError(f"out must be a contiguous CPU tensor of shape {(bsz, num_bands, n)} and dtype {x.dtype}, "
+                         f"got {tuple(out.shape)}, {out.dtype}")
+    c = {k: torch.tensor(v, dtype=x.dtype) for k, v in coeffs.items()}
+    threads = max(1, int(num_threads))
+    groups = 1 if bsz >= threads else math.ceil(threads / bsz)  # enough work items for the threads
+    kernel.sd_filterbank_cpu(x.contiguous(), c["a1"], c["a2"], c["gain"], c["inner"], c["top"],
+                             math.ceil(num_bands / groups), threads, out)
+    return out
 
 
 def sd_filterbank(
@@ -426,6 +521,9 @@ def sd_filterbank(
     center_grid: str = "inner",
     block_size: int = 32,
     dtype: torch.dtype = torch.float64,
+    implementation: str = "auto",
+    num_threads: int | None = None,
+    out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Band signals of the spatially differentiated second-order IIR filterbank.
 
@@ -441,9 +539,19 @@ def sd_filterbank(
     f_min, f_max, bandwidth_factor, unit_center_gain, center_grid
         Filter design, see :func:`resonator_bank`.
     block_size : int
-        Samples per block of the chunked recurrence (speed only; 32 was fastest on our CPU).
+        Samples per block of the chunked recurrence of the ``blas`` and ``torch`` paths (speed
+        only; 32 was fastest on our CPU).
     dtype : torch.dtype
         Computation and output precision (float64 by default; see the module docstring).
+    implementation : {"auto", "compiled", "blas", "torch"}
+        "auto": the compiled kernel on the CPU (the BLAS path, with one warning, when it cannot be
+        built) and the torch path elsewhere. "compiled" raises when the kernel cannot be built.
+        All agree to about 1e-13 of the peak in float64 (see the module docstring).
+    num_threads : int, optional
+        Threads of the compiled kernel (default ``torch.get_num_threads()``).
+    out : Tensor, optional
+        A contiguous (batch, num_filters, time) CPU tensor of ``dtype`` to write into (compiled
+        kernel only): reusing one across utterances saves the first touch of fresh memory.
 
     Returns
     -------
@@ -464,15 +572,40 @@ def sd_filterbank(
         raise ValueError("waveform contains NaN or infinite values")
     if int(block_size) < 1:
         raise ValueError(f"block_size must be >= 1, got {block_size}")
-    ops = _block_operators(int(num_filters), int(sample_rate), float(f_min), None if f_max is None else float(f_max),
-                           float(bandwidth_factor), bool(unit_center_gain), str(center_grid),
-                           int(num_differentiations), int(block_size))
+    if implementation not in IMPLEMENTATIONS:
+        raise ValueError(f"implementation must be one of {IMPLEMENTATIONS}, got {implementation!r}")
+    design = (int(num_filters), int(sample_rate), float(f_min), None if f_max is None else float(f_max),
+              float(bandwidth_factor), bool(unit_center_gain), str(center_grid), int(num_differentiations))
     x = x.detach().to(dtype)
-    if x.device.type == "cpu":
-        out = torch.from_numpy(_filterbank_numpy(x.numpy(), ops, num_filters))
+    impl = implementation
+    if x.device.type != "cpu":
+        if impl in ("compiled", "blas"):
+            raise ValueError(f"implementation={impl!r} runs on the CPU; the waveform is on {x.device}")
+        impl = "torch"
+    elif impl in ("auto", "compiled"):
+        kernel, why = _load_kernel()
+        if kernel is None and impl == "compiled":
+            raise RuntimeError(f"the compiled sd_filterbank kernel could not be built ({why}); it needs g++ and "
+                               "ninja (pip install ninja). implementation='blas' runs without them, 3-5x slower")
+        if kernel is None:
+            log_once(log, "sd_filterbank_kernel",
+                     "sd_filterbank: the compiled CPU kernel could not be built (%s); using the BLAS path, 3-5x "
+                     "slower. Install g++ and ninja, or pass implementation='blas' to silence this.", why,
+                     level=logging.WARNING)
+        impl = "compiled" if kernel is not None else "blas"
+    if out is not None and impl != "compiled":
+        raise ValueError(f"out= is supported by the compiled CPU kernel only, not by implementation={impl!r}")
+    if impl == "compiled":
+        threads = torch.get_num_threads() if num_threads is None else int(num_threads)
+        result = _filterbank_compiled(kernel, x, _kernel_coefficients(*design), threads,
+                                      None if out is None else (out.unsqueeze(0) if squeeze else out))
     else:
-        out = _filterbank_torch(x, ops, num_filters)
-    return out[0] if squeeze else out
+        ops = _block_operators(*design, int(block_size))
+        if impl == "blas":
+            result = torch.from_numpy(_filterbank_numpy(x.numpy(), ops, num_filters))
+        else:
+            result = _filterbank_torch(x, ops, num_filters)
+    return result[0] if squeeze else result
 
 
 def sd_filterbank_reference(
