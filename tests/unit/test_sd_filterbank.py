@@ -158,6 +158,16 @@ def test_torch_path_for_accelerators_equals_numpy_path():
     assert np.abs(b - ref).max() < 1e-10 * np.abs(ref).max()
 
 
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU (the torch path for accelerators)")
+@pytest.mark.parametrize("k", [0, 6])
+def test_torch_path_on_cuda_matches_reference(k):
+    x = np.random.default_rng(8).standard_normal((3, 4001))
+    ref = sd_filterbank_reference(x, num_differentiations=k)
+    ours = sd_filterbank(torch.from_numpy(x).cuda(), num_differentiations=k)
+    assert ours.device.type == "cuda" and ours.dtype == torch.float64
+    assert np.abs(ours.cpu().numpy() - ref).max() <= 1e-10 * np.abs(ref).max()
+
+
 def test_impulse_response_matches_scipy_per_band():
     x = np.zeros(4000)
     x[0] = 1.0
