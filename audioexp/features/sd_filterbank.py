@@ -52,7 +52,10 @@ from __future__ import annotations
 import functools
 import logging
 import math
+import os
 from pathlib import Path
+import shutil
+import sys
 
 import numpy as np
 from scipy import signal
@@ -450,6 +453,9 @@ def _load_kernel():
     try:
         from torch.utils.cpp_extension import load
 
+        here = Path(sys.executable).parent  # a virtual environment's ninja, when its bin is not on PATH
+        if shutil.which("ninja") is None and (here / "ninja").exists():
+            os.environ["PATH"] = f"{here}{os.pathsep}{os.environ.get('PATH', '')}"
         # AVX2/FMA only where the CPU has them, under a name of its own (a home directory shared
         # by machines of different CPUs keeps one build per instruction set)
         simd = "avx2" if torch.backends.cpu.get_cpu_capability() in ("AVX2", "AVX512") else "sse2"
