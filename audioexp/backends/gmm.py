@@ -65,6 +65,12 @@ class GMMBackend:
     max_frames : int, optional
         Train each GMM on at most this many frames, drawn at random (ours; ``None``: all).
     seed : int
+    implementation : {"sklearn", "torch"}
+        EM by ``sklearn.mixture.GaussianMixture`` (default) or by
+        :class:`audioexp.backends.gmm_torch.TorchGaussianMixture`, the same algorithm step for
+        step (same k-means initialisation, updates and stopping rule) in torch, on ``device``.
+    device : str
+        Where the torch EM runs ("cpu", "cuda").
     """
 
     def __init__(
@@ -77,9 +83,15 @@ class GMMBackend:
         init_params: str = "kmeans",
         max_frames: int | None = None,
         seed: int = 0,
+        implementation: str = "sklearn",
+        device: str = "cpu",
     ) -> None:
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
+        if implementation not in ("sklearn", "torch"):
+            raise ValueError(f"implementation must be 'sklearn' or 'torch', got {implementation!r}")
+        if implementation == "torch" and n_init != 1:
+            raise ValueError("the torch EM runs one initialisation (n_init=1)")
         self.n_components = n_components
         self.max_iter = max_iter
         self.tol = tol
@@ -88,6 +100,8 @@ class GMMBackend:
         self.init_params = init_params
         self.max_frames = max_frames
         self.seed = seed
+        self.implementation = implementation
+        self.device = device
         self.models: dict[int, object] = {}
 
     def _fit_one(self, frames: np.ndarray, label: int):
@@ -98,13 +112,21 @@ class GMMBackend:
             frames = frames[np.sort(idx)]
         if len(frames) < self.n_components:
             raise ValueError(f"{len(frames)} frames of class {label} cannot train {self.n_components} components")
-        gmm = GaussianMixture(self.n_components, covariance_type="diag", max_iter=self.max_iter, tol=self.tol,
-                              reg_covar=self.reg_covar, n_init=self.n_init, init_params=self.init_params,
-                              random_state=self.seed)
+        if self.implementation == "torch":
+            from audioexp.backends.gmm_torch import TorchGaussianMixture
+
+            gmm = TorchGaussianMixture(self.n_components, max_iter=self.max_iter, tol=self.tol,
+                                       reg_covar=self.reg_covar, init_params=self.init_params,
+                                       random_state=self.seed, device=self.device)
+        else:
+            gmm = GaussianMixture(self.n_components, covariance_type="diag", max_iter=self.max_iter, tol=self.tol,
+                                  reg_covar=self.reg_covar, n_init=self.n_init, init_params=self.init_params,
+                                  random_state=self.seed)
         start = time.perf_counter()
         gmm.fit(frames)
-        log.info("GMM of class %d: %d components on %d x %d frames, %d EM iterations, converged=%s, %.1f s",
-                 label, self.n_components, *frames.shape, gmm.n_iter_, gmm.converged_, time.perf_counter() - start)
+        log.info("GMM of class %d (%s EM): %d components on %d x %d frames, %d EM iterations, converged=%s, %.1f s",
+                 label, self.implementation, self.n_components, *frames.shape, gmm.n_iter_, gmm.converged_,
+                 time.perf_counter() - start)
         return gmm
 
     def fit(self, features: list[np.ndarray], labels) -> "GMMBackend":
