@@ -8,10 +8,11 @@ Reference: one ``scipy.signal.lfilter`` per filter (80), then the ``k`` differen
 same alternating rounds as the reference (the machine may be shared: compare ratios, not
 seconds), best of ``repeats``:
 
-- ``compiled tN``: the C++ kernel with N threads (``implementation="compiled"``), a fresh output
-  each call, as a caller gets it;
-- ``reused tN``: the same, writing into one output reused across calls (``out=``), which shows
-  how much of the time is the first touch of fresh memory;
+- ``compiled tN``: the C++ kernel with N threads (``implementation="compiled"``) as a caller
+  gets it: a new output each call, whose memory is recycled from dropped outputs (the output pool);
+- ``fresh tN``: the same with the pool off, so every output is new memory from the operating
+  system (its first touch, the pages being zeroed, is then part of the time);
+- ``reused tN``: writing into one output passed as ``out=``;
 - ``blas``: the chunked-recurrence fallback (BLAS one thread);
 - ``--device cuda``: the torch path on the GPU (input moved there before timing, output left
   there, synchronised), against the same CPU reference.
@@ -31,7 +32,21 @@ import time
 import numpy as np
 import torch
 
+import importlib
+
 from audioexp.features.sd_filterbank import sd_filterbank, sd_filterbank_reference
+
+POOL = importlib.import_module("audioexp.features.sd_filterbank").OUTPUT_POOL
+
+
+def _without_pool(fn):
+    def call():
+        kept, POOL.max_bytes = POOL.max_bytes, 0
+        try:
+            return fn()
+        finally:
+            POOL.max_bytes = kept
+    return call
 
 
 def main() -> None:
@@ -58,6 +73,7 @@ def main() -> None:
             for t in args.threads:
                 candidates[f"compiled t{t}"] = lambda t=t: sd_filterbank(xt, sr, num_differentiations=k,
                                                                         implementation="compiled", num_threads=t)
+                candidates[f"fresh t{t}"] = _without_pool(candidates[f"compiled t{t}"])
                 buf = torch.empty(batch, 80, x.shape[1], dtype=torch.float64)
                 buf.fill_(0.0)
                 candidates[f"reused t{t}"] = lambda t=t, buf=buf: sd_filterbank(

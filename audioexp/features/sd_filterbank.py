@@ -20,7 +20,8 @@ Time is the outer loop and the filters the inner one, so all 80 recursions advan
 are one pass over the band vector of a time step, with the weights of
 :func:`differentiation_matrix`; each output sample is written once, through a tile that stays in
 cache. Utterances and groups of bands are shared among threads (``num_threads``). This is
-memory-bound: most of its time is writing the (batch, 80, time) float64 output.
+memory-bound: most of its time is writing the (batch, 80, time) float64 output, so the memory of
+dropped outputs is recycled (:class:`OutputPool`).
 
 ``blas`` (the fallback when the kernel cannot be built): everything after the filters is
 linear, so the ``k`` differences are folded into the filters: output band ``i`` is
@@ -56,6 +57,8 @@ import os
 from pathlib import Path
 import shutil
 import sys
+import threading
+import weakref
 
 import numpy as np
 from scipy import signal
@@ -498,12 +501,60 @@ def _kernel_coefficients(num_filters, sample_rate, f_min, f_max, bandwidth_facto
     return coeffs
 
 
+class OutputPool:
+    """Recycles the memory of the compiled kernel's outputs once nothing uses them any more.
+
+    A fresh (batch, 80, time) float64 output is tens of MB whose first touch (the operating
+    system zeroing new pages) costs about half of the kernel's time. Feature extraction makes one
+    per utterance and drops it soon after, so the memory of a dropped output serves the next one
+    (any shape that fits in it, within twice its size). A buffer returns to the pool only when
+    every tensor and view of that output is gone (a finalizer on the NumPy view that torch's
+    storage holds), so results a caller keeps are never overwritten. At most ``max_bytes`` are
+    kept (``AUDIOEXP_SD_POOL_MB``, default 512; 0 turns the pool off).
+    """
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = int(max_bytes)
+        self._free: list[np.ndarray] = []  # flat uint8 buffers, oldest first
+        self._lock = threading.Lock()
+
+    def empty(self, shape: tuple[int, ...], dtype) -> np.ndarray:
+        """An uninitialised array of ``shape`` and ``dtype``, from a recycled buffer where one fits."""
+        dtype = np.dtype(dtype)
+        need = int(np.prod(shape)) * dtype.itemsize
+        if self.max_bytes <= 0 or need > self.max_bytes:
+            return np.empty(shape, dtype)  # NumPy asks for huge pages: a faster first touch than torch.empty
+        owner = None
+        with self._lock:
+            fits = [i for i, b in enumerate(self._free) if need <= b.nbytes <= 2 * need]
+            if fits:
+                owner = self._free.pop(min(fits, key=lambda i: self._free[i].nbytes))
+        if owner is None:
+            owner = np.empty(need, np.uint8)
+        view = owner[:need].view(dtype).reshape(shape)
+        weakref.finalize(view, self._release, owner)
+        return view
+
+    def _release(self, owner: np.ndarray) -> None:
+        with self._lock:
+            self._free.append(owner)
+            while sum(b.nbytes for b in self._free) > self.max_bytes:
+                self._free.pop(0)
+
+    def clear(self) -> None:
+        with self._lock:
+            self._free.clear()
+
+
+OUTPUT_POOL = OutputPool(int(float(os.environ.get("AUDIOEXP_SD_POOL_MB", "512")) * 2**20))
+
+
 def _filterbank_compiled(kernel, x: torch.Tensor, coeffs: dict, num_threads: int,
                          out: torch.Tensor | None) -> torch.Tensor:
     bsz, n = x.shape
     num_bands = coeffs["a1"].shape[0]
-    if out is None:  # NumPy asks for huge pages: a faster first touch than torch.empty
-        out = torch.from_numpy(np.empty((bsz, num_bands, n), dtype=torch.empty(0, dtype=x.dtype).numpy().dtype))
+    if out is None:
+        out = torch.from_numpy(OUTPUT_POOL.empty((bsz, num_bands, n), torch.empty(0, dtype=x.dtype).numpy().dtype))
     elif out.shape != (bsz, num_bands, n) or out.dtype != x.dtype or not out.is_contiguous() or out.device.type != "cpu":
         raise ValueError(f"out must be a contiguous CPU tensor of shape {(bsz, num_bands, n)} and dtype {x.dtype}, "
                          f"got {tuple(out.shape)}, {out.dtype}")

@@ -113,6 +113,46 @@ def test_compiled_kernel_writes_into_out_and_checks_it():
         sd_filterbank(x, implementation="numba")
 
 
+def test_output_pool_recycles_only_outputs_nothing_uses():
+    import gc
+    import importlib
+
+    _require_kernel()
+    sdf = importlib.import_module("audioexp.features.sd_filterbank")
+    sdf.OUTPUT_POOL.clear()
+    x = torch.from_numpy(np.random.default_rng(6).standard_normal((1, 3000)))
+    first = sd_filterbank(x, num_differentiations=2, implementation="compiled")
+    ptr, expected = first.data_ptr(), first[0, 5].clone()
+    kept = first[0, 5]  # a view keeps the whole output's memory in use
+    del first
+    gc.collect()
+    second = sd_filterbank(2 * x, num_differentiations=2, implementation="compiled")
+    assert second.data_ptr() != ptr and torch.equal(kept, expected)
+    dropped = {ptr, second.data_ptr()}
+    del kept, second
+    gc.collect()
+    assert len(sdf.OUTPUT_POOL._free) == 2
+    shorter = sd_filterbank(x[:, :2000], num_differentiations=2, implementation="compiled")  # fits in a dropped one
+    assert shorter.data_ptr() in dropped
+    ref = sd_filterbank_reference(x[:, :2000].numpy(), num_differentiations=2)
+    assert np.abs(shorter.numpy() - ref).max() <= 1e-11 * np.abs(ref).max()
+    del shorter
+    gc.collect()
+    again = [sd_filterbank(x[:, :2000], num_differentiations=2, implementation="compiled") for _ in range(3)]
+    assert {a.data_ptr() for a in again[:2]} == dropped  # both dropped outputs served, while in use...
+    assert again[2].data_ptr() not in dropped  # ... and the third needed new memory
+    pool = sdf.OutputPool(max_bytes=0)  # off: always new memory
+    a = pool.empty((2, 3), np.float64)
+    del a
+    gc.collect()
+    assert pool._free == []
+    small = sdf.OutputPool(max_bytes=1000)
+    arrays = [small.empty((100,), np.float64) for _ in range(3)]  # 800 bytes each
+    del arrays
+    gc.collect()
+    assert sum(b.nbytes for b in small._free) <= 1000
+
+
 def test_float32_is_computed_in_float32_near_the_float64_result():
     _require_kernel()
     x = np.random.default_rng(4).standard_normal((1, 4000))
