@@ -476,8 +476,9 @@ def _load_kernel():
 
 @functools.lru_cache(maxsize=32)
 def _kernel_coefficients(num_filters, sample_rate, f_min, f_max, bandwidth_factor, unit_center_gain,
-                         center_grid, num_differentiations) -> dict:
-    """Recursion coefficients and difference weights for the compiled kernel (read-only, cached).
+                         center_grid, num_differentiations, dtype: torch.dtype) -> dict:
+    """Recursion coefficients and difference weights for the compiled kernel, as ``dtype`` tensors
+    (cached per design and dtype; the kernel only reads them).
 
     ``inner``: the weights of band ``i`` on filters ``i .. i + k`` (the same for every band below
     ``N - k``); ``top``: the weights of the top ``k`` bands on filters ``N - k - 1 .. N - 1``. Both
@@ -493,12 +494,9 @@ def _kernel_coefficients(num_filters, sample_rate, f_min, f_max, bandwidth_facto
     banded[n - w + 1:, n - w:] = d[n - w + 1:, n - w:]
     if not np.array_equal(banded, d):  # pragma: no cover - guards the kernel's assumption on D
         raise AssertionError("differentiation_matrix is not banded as the compiled kernel assumes")
-    coeffs = {"a1": np.ascontiguousarray(bank["a"][:, 1]), "a2": np.ascontiguousarray(bank["a"][:, 2]),
-              "gain": np.ascontiguousarray(bank["gain"]), "inner": inner,
-              "top": np.ascontiguousarray(d[n - w + 1:, n - w:])}
-    for v in coeffs.values():
-        v.setflags(write=False)
-    return coeffs
+    coeffs = {"a1": bank["a"][:, 1], "a2": bank["a"][:, 2], "gain": bank["gain"], "inner": inner,
+              "top": d[n - w + 1:, n - w:]}
+    return {name: torch.tensor(v, dtype=dtype).contiguous() for name, v in coeffs.items()}
 
 
 class OutputPool:
@@ -554,14 +552,13 @@ def _filterbank_compiled(kernel, x: torch.Tensor, coeffs: dict, num_threads: int
     bsz, n = x.shape
     num_bands = coeffs["a1"].shape[0]
     if out is None:
-        out = torch.from_numpy(OUTPUT_POOL.empty((bsz, num_bands, n), torch.empty(0, dtype=x.dtype).numpy().dtype))
+        out = torch.from_numpy(OUTPUT_POOL.empty((bsz, num_bands, n), x.numpy().dtype))
     elif out.shape != (bsz, num_bands, n) or out.dtype != x.dtype or not out.is_contiguous() or out.device.type != "cpu":
         raise ValueError(f"out must be a contiguous CPU tensor of shape {(bsz, num_bands, n)} and dtype {x.dtype}, "
                          f"got {tuple(out.shape)}, {out.dtype}")
-    c = {k: torch.tensor(v, dtype=x.dtype) for k, v in coeffs.items()}
     threads = max(1, int(num_threads))
     groups = 1 if bsz >= threads else math.ceil(threads / bsz)  # enough work items for the threads
-    kernel.sd_filterbank_cpu(x.contiguous(), c["a1"], c["a2"], c["gain"], c["inner"], c["top"],
+    kernel.sd_filterbank_cpu(x.contiguous(), *(coeffs[k] for k in ("a1", "a2", "gain", "inner", "top")),
                              math.ceil(num_bands / groups), threads, out)
     return out
 
@@ -654,7 +651,7 @@ def sd_filterbank(
         raise ValueError(f"out= is supported by the compiled CPU kernel only, not by implementation={impl!r}")
     if impl == "compiled":
         threads = torch.get_num_threads() if num_threads is None else int(num_threads)
-        result = _filterbank_compiled(kernel, x, _kernel_coefficients(*design), threads,
+        result = _filterbank_compiled(kernel, x, _kernel_coefficients(*design, x.dtype), threads,
                                       None if out is None else (out.unsqueeze(0) if squeeze else out))
     else:
         ops = _block_operators(*design, int(block_size))
