@@ -3,15 +3,29 @@ PY ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
+# Every transitive dependency, pinned with hashes (see "Refreshing the lock" in the README).
+LOCK := requirements/lock.txt
+UV_VERSION := 0.13.9
 
-.PHONY: install test demo bench voxceleb-mini clean
+.PHONY: install test demo bench lock smoke voxceleb-mini clean
 
 install: $(STAMP)
 
-$(STAMP): pyproject.toml
-	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -e '.[dev]'
+# A new venv whenever the lock or the project's metadata changes: nothing of an older
+# resolution survives. pip installs exactly the locked files (hash-checked, no resolver),
+# then the package itself (editable, built offline with the locked setuptools).
+$(STAMP): $(LOCK) pyproject.toml
+	rm -rf $(VENV)
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --require-hashes --no-deps -r $(LOCK)
+	$(BIN)/python -m pip install --quiet --no-deps --no-build-isolation -e .
+	$(BIN)/python -m pip check
+	$(BIN)/python -m audioexp.smoke
 	touch $(STAMP)
+
+# Imports every compiled dependency and builds the filterbank kernel; fails with the culprit.
+smoke: install
+	$(BIN)/python -m audioexp.smoke
 
 test: install
 	WANDB_MODE=offline $(BIN)/python -m pytest
@@ -19,6 +33,13 @@ test: install
 demo: install
 	$(BIN)/python -m audioexp.data.minicorpus fm_broadcast data/minicorpus/fm_broadcast
 	$(BIN)/python -m audioexp +experiment=demo
+
+# Re-resolve every dependency from pyproject.toml (a deliberate change: commit the new
+# lock only after `make clean test` passes on it).
+lock:
+	$(PY) -m venv /tmp/audioexp-uv && /tmp/audioexp-uv/bin/python -m pip install --quiet uv==$(UV_VERSION)
+	/tmp/audioexp-uv/bin/uv pip compile pyproject.toml --extra dev --extra build --extra export \
+	    --generate-hashes --universal --python-version 3.11 --upgrade -o $(LOCK)
 
 bench: install
 	$(BIN)/python bench/bench_manifest.py
