@@ -30,8 +30,8 @@ smoke: install
 test: install
 	WANDB_MODE=offline $(BIN)/python -m pytest
 
+# the demo's data config writes the miniature FM corpus on first use (data/minicorpus/fm_broadcast)
 demo: install
-	$(BIN)/python -m audioexp.data.minicorpus fm_broadcast data/minicorpus/fm_broadcast
 	$(BIN)/python -m audioexp +experiment=demo
 
 # Re-resolve every dependency from pyproject.toml (a deliberate change: commit the new

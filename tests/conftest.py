@@ -13,7 +13,7 @@ from hydra.core.hydra_config import HydraConfig
 from omegaconf import DictConfig, open_dict
 
 ROOT = Path(__file__).resolve().parents[1]
-CONF_DIR = ROOT / "conf"
+CONF_DIR = ROOT / "audioexp" / "conf"
 SHARED_DATA = ROOT.parent / "shared" / "data"
 
 # no W&B account in tests: offline, quiet, no console capture threads

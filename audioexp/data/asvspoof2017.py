@@ -35,6 +35,7 @@ from pathlib import Path
 import numpy as np
 
 from audioexp.data.manifest import CorpusNotFoundError
+from audioexp.data.splits import first_per_group
 
 __all__ = [
     "ASVspoof2017",
@@ -148,6 +149,9 @@ class ASVspoof2017:
     version : {1, 2}
     protocol_dir : path, optional
         Where the protocol lists are (default ``ROOT/protocol_V2`` or ``ROOT/protocol``).
+    max_files_per_class : int, optional
+        Keep only the first files of each class in every split (a quick run of the whole
+        path, set by ``+debug=...``); None: the whole protocol.
     """
 
     def __init__(
@@ -160,6 +164,7 @@ class ASVspoof2017:
         minicorpus: str | None = None,
         num_classes: int = 2,
         class_names: list[str] | None = None,
+        max_files_per_class: int | None = None,
     ) -> None:
         if version not in LAYOUTS:
             raise ValueError(f"version must be 1 or 2, got {version!r}")
@@ -179,6 +184,7 @@ class ASVspoof2017:
         self.version = version
         self.layout = LAYOUTS[version]
         self.protocol_dir = Path(protocol_dir) if protocol_dir else self.root / self.layout["protocol_dir"]
+        self.max_files_per_class = max_files_per_class
         if not self.root.is_dir():
             raise CorpusNotFoundError(f"ASVspoof 2017 root {self.root} does not exist; " + self._expected())
 
@@ -217,6 +223,8 @@ class ASVspoof2017:
         if any(e.key is None for e in entries):
             raise ProtocolFileError(f"{self.protocol_file(split)} has no keys (version 1.0 eval list): "
                                     "it cannot be scored")
+        if self.max_files_per_class is not None:
+            entries = [entries[i] for i in first_per_group([e.label for e in entries], self.max_files_per_class)]
         audio = self.audio_dir(split)
         return [audio / e.file for e in entries], np.array([e.label for e in entries], dtype=np.int64)
 

@@ -32,6 +32,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from audioexp.data.datasets import SkippingAudioReader, collate_skipping_bad
 from audioexp.data.manifest import CorpusNotFoundError
+from audioexp.data.splits import first_per_group
 
 log = logging.getLogger(__name__)
 
@@ -214,6 +215,9 @@ class EmoDBDataModule(L.LightningDataModule):
         Of the prediction loader (padded batches carry ``length``).
     minicorpus : {"emodb", None}
         Write the miniature corpus into ``root`` first if ``root`` does not exist.
+    max_files_per_class : int, optional
+        Keep only the first files of each emotion of each speaker (a quick run of the whole
+        path, set by ``+debug=...``); None: every file.
     num_classes, class_names
         For configs; always the seven EmoDB emotions.
     """
@@ -230,6 +234,7 @@ class EmoDBDataModule(L.LightningDataModule):
         minicorpus_options: dict | None = None,
         num_classes: int = 7,
         class_names: list[str] | None = None,
+        max_files_per_class: int | None = None,
     ) -> None:
         super().__init__()
         if minicorpus not in (None, "emodb"):
@@ -247,6 +252,7 @@ class EmoDBDataModule(L.LightningDataModule):
         self.minicorpus = minicorpus
         self.minicorpus_options = dict(minicorpus_options or {})
         self.class_names = list(CLASS_NAMES)
+        self.max_files_per_class = max_files_per_class
         self.utterances: list[EmoDBUtterance] = []
 
     @property
@@ -267,6 +273,9 @@ class EmoDBDataModule(L.LightningDataModule):
             return
         self.utterances = list_emodb(self.root)
         check_counts(self.root, self.utterances)
+        if self.max_files_per_class is not None:
+            keep = first_per_group([(u.speaker, u.emotion) for u in self.utterances], self.max_files_per_class)
+            self.utterances = [self.utterances[i] for i in keep]
         log.info(
             "EmoDB %s: %d files, %d speakers, per emotion %s", self.root, len(self.utterances), len(set(self.speakers)),
             {EMOTIONS[e]: int(c) for e, c in zip(*np.unique([u.emotion for u in self.utterances], return_counts=True))},

@@ -74,3 +74,26 @@ def grouped_split(
         np.flatnonzero(item_part == 1),
         np.flatnonzero(item_part == 2),
     )
+
+
+def first_per_group(groups, n: int | None) -> np.ndarray:
+    """Indices of the first ``n`` items of every group, in their original order.
+
+    Used to shrink a corpus for a quick run of the whole path (``+debug=fdr``): every
+    class (or speaker and class) keeps a few items. ``n=None`` keeps everything.
+
+    >>> first_per_group(["a", "b", "a", "a", "b"], 2).tolist()
+    [0, 1, 2, 4]
+    """
+    keys = list(groups)
+    if n is None:
+        return np.arange(len(keys))
+    if n < 1:
+        raise ValueError(f"n must be at least 1 (or None for every item), got {n}")
+    seen: dict = {}
+    keep = []
+    for i, key in enumerate(keys):
+        if seen.get(key, 0) < n:
+            seen[key] = seen.get(key, 0) + 1
+            keep.append(i)
+    return np.asarray(keep, dtype=np.int64)

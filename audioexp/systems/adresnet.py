@@ -11,7 +11,7 @@ ResNet 55.47 % from scratch, 62.24 % pre-trained, 68.19 % pre-trained + AD; VGG5
 VGG5 + AD 64.34 %.
 
 The same system, without AD and with as many classes as speakers, is the pre-training
-speaker classifier (``conf/experiment/voxceleb_resnet_pretrain.yaml``); a fine-tuning run
+speaker classifier (``audioexp/conf/experiment/voxceleb_resnet_pretrain.yaml``); a fine-tuning run
 loads that run's extractor with ``pretrained=run pretrained_run=DIR``.
 """
 

@@ -14,6 +14,7 @@ from lightning.pytorch.loggers import WandbLogger
 from omegaconf import DictConfig, OmegaConf, open_dict
 
 from audioexp.tasks.registry import register_task
+from audioexp.utils.ddp import is_global_zero
 from audioexp.utils.files import atomic_write_json, atomic_write_text
 from audioexp.utils.runs import RESOLVED_CONFIG, RUN_INFO, build_model, instantiate_callbacks, instantiate_loggers
 
@@ -67,7 +68,9 @@ def _run_info_of_checkpoint(ckpt_path: str | None) -> dict:
 
 
 def _write_run_info(output_dir: Path, cfg: DictConfig, loggers, **extra) -> None:
-    """run.json: what rebuilds and resumes the run (W&B run id, best checkpoint)."""
+    """run.json: what rebuilds and resumes the run (W&B run id, best checkpoint); rank 0 writes it."""
+    if not is_global_zero():
+        return
     info = {"experiment": cfg.get("name"), "monitor": cfg.get("monitor"), "task": cfg.get("task")}
     for logger in loggers:
         if isinstance(logger, WandbLogger):
@@ -87,12 +90,15 @@ def train(cfg: DictConfig) -> dict[str, float]:
     log.info("data: %s", cfg.data._target_)
     datamodule = hydra.utils.instantiate(cfg.data)
     fill_classes_from_data(cfg, datamodule)
-    atomic_write_text(output_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(resolved_config(cfg)))
+    if is_global_zero():
+        atomic_write_text(output_dir / RESOLVED_CONFIG, OmegaConf.to_yaml(resolved_config(cfg)))
     log.info("model: %s", cfg.model._target_)
     model = build_model(cfg)
     callbacks = instantiate_callbacks(cfg.get("callbacks"))
     resume_info = _run_info_of_checkpoint(cfg.get("ckpt_path"))
-    loggers = instantiate_loggers(cfg.get("logger"), wandb_id=resume_info.get("wandb_id"))
+    # fast_dev_run suppresses logging in Lightning; no W&B run is started for it either
+    fast_dev_run = bool(cfg.trainer.get("fast_dev_run"))
+    loggers = [] if fast_dev_run else instantiate_loggers(cfg.get("logger"), wandb_id=resume_info.get("wandb_id"))
     _write_run_info(output_dir, cfg, loggers)
     if not loggers:  # LearningRateMonitor refuses to run without a logger
         callbacks = [c for c in callbacks if not isinstance(c, LearningRateMonitor)]

@@ -24,6 +24,33 @@ def wandb_credentials_available() -> bool:
     return rc.authenticators(host) is not None
 
 
+def sweep_run_name(experiment: str | None = None) -> str | None:
+    """``"<experiment>#<job> key=value ..."`` for a job of a Hydra sweep, None outside sweeps.
+
+    The values are the job's own overrides (what the sweep chose: ``seed=2``,
+    ``model.lr=0.0021``), without config-file selections added with ``+``, Hydra's own
+    settings and paths, so that runs of one sweep are told apart in W&B at a glance.
+    """
+    try:
+        from hydra.core.hydra_config import HydraConfig
+        from hydra.types import RunMode
+    except ImportError:  # pragma: no cover - hydra is a dependency
+        return None
+    if not HydraConfig.initialized():
+        return None
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN:
+        return None
+    values = []
+    for override in hydra_cfg.overrides.task:
+        key, _, value = str(override).partition("=")
+        if key.startswith(("+", "~", "hydra")) or "/" in value:
+            continue
+        values.append(f"{key}={value}")
+    head = f"{experiment or hydra_cfg.job.name}#{hydra_cfg.job.num}"
+    return " ".join([head, *values])
+
+
 def wandb_logger(
     project: str = "audioexp",
     save_dir: str = ".",
@@ -40,7 +67,11 @@ def wandb_logger(
     ``offline=None`` chooses: online if an API key is configured, else offline, so a run
     never blocks on a login prompt. ``WANDB_MODE`` in the environment wins over both.
     Each job gets its own ``save_dir`` (its Hydra output dir), hence its own W&B run dir.
+    In a sweep, ``name=None`` names the run after its job and swept values
+    (:func:`sweep_run_name`, with ``group`` as the experiment).
     """
+    if name is None:
+        name = sweep_run_name(group)
     if offline is None:
         offline = os.environ.get("WANDB_MODE", "").lower() in ("offline", "dryrun") or (
             os.environ.get("WANDB_MODE", "").lower() != "online" and not wandb_credentials_available()

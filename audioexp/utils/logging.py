@@ -27,3 +27,23 @@ def reset_log_once() -> None:
     """Forget what was said (tests)."""
     with _lock:
         _said.clear()
+
+
+def route_library_logs_to_root(names: tuple[str, ...] = ("lightning", "lightning.pytorch", "lightning.fabric")) -> None:
+    """Let Lightning's records reach the console once, through the root logger's handlers.
+
+    ``import lightning`` adds a console handler of its own to the ``lightning`` logger and
+    still propagates to the root, where Hydra's console and file handlers are: every
+    Lightning message was printed twice. Its console handlers are dropped here (only when
+    the root logger has handlers of its own, so nothing goes silent).
+    """
+    import lightning  # noqa: F401  (its import adds the handlers removed below)
+
+    if not logging.getLogger().hasHandlers():
+        return
+    for name in names:
+        logger = logging.getLogger(name)
+        for handler in list(logger.handlers):
+            if type(handler) is logging.StreamHandler:
+                logger.removeHandler(handler)
+        logger.propagate = True

@@ -63,7 +63,8 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict:
     Returns
     -------
     dict with ``history`` (list of dicts, one per logged step), ``summary`` (last value of
-    each key, as W&B's run summary), ``config`` (dict), ``group``, ``run_id`` and ``media``
+    each key, as W&B's run summary), ``config`` (dict), ``group``, ``name`` (display name),
+    ``run_id`` and ``media``
     (files under ``files/media``).
     """
     from wandb.proto import wandb_internal_pb2 as pb
@@ -72,7 +73,7 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict:
     files = [run_dir] if run_dir.suffix == ".wandb" else sorted(run_dir.glob("run-*.wandb"))
     if not files:
         raise FileNotFoundError(f"no run-*.wandb file in {run_dir}")
-    out: dict = {"history": [], "summary": {}, "config": {}, "group": None, "run_id": None}
+    out: dict = {"history": [], "summary": {}, "config": {}, "group": None, "name": None, "run_id": None}
     for raw in iter_record_bytes(files[0]):
         record = pb.Record()
         record.ParseFromString(raw)
@@ -87,6 +88,7 @@ def read_offline_run(run_dir: str | os.PathLike) -> dict:
             out["config"].update({_key(i): json.loads(i.value_json) for i in record.config.update})
         elif kind == "run":
             out["group"] = record.run.run_group or None
+            out["name"] = record.run.display_name or None
             out["run_id"] = record.run.run_id
     media_root = files[0].parent / "files" / "media"
     out["media"] = sorted(os.path.relpath(p, media_root) for p in glob.glob(f"{media_root}/**/*", recursive=True) if os.path.isfile(p))

@@ -59,7 +59,7 @@ def context_for(group: str, option: str) -> list[str]:
 def test_groups_exist():
     required = {"data", "model", "features", "trainer", "logger", "callbacks", "paths", "hydra", "experiment", "debug"}
     assert required <= set(GROUPS)
-    assert {"cpu", "gpu", "ddp"} <= {o for g, o in OPTIONS if g == "trainer"}
+    assert {"cpu", "gpu", "ddp", "ddp_cpu"} <= {o for g, o in OPTIONS if g == "trainer"}
     assert {"wandb", "csv", "none"} <= {o for g, o in OPTIONS if g == "logger"}
 
 
@@ -115,3 +115,30 @@ def test_option_instantiates(group, option, tmp_path, imagenet_hub_cache, corpor
             import wandb
 
             wandb.finish()
+
+
+def test_trainer_and_early_stopping_overrides_need_no_plus(tmp_path, corpora):
+    """Precision, accumulation, strategy, nodes and early stopping are plain overrides."""
+    from lightning.pytorch.callbacks import EarlyStopping
+
+    overrides = ["+experiment=demo", "trainer.precision=bf16-mixed", "trainer.accumulate_grad_batches=3",
+                 "trainer.strategy=ddp", "trainer.num_nodes=1", "trainer.gradient_clip_val=1.0",
+                 "callbacks.early_stopping.patience=4", "logger=none"]
+    cfg = compose_config(overrides, tmp_path)
+    callbacks = instantiate_callbacks(cfg.callbacks)
+    (stopper,) = [c for c in callbacks if isinstance(c, EarlyStopping)]
+    assert stopper.patience == 4 and stopper.monitor == cfg.monitor
+    trainer = hydra.utils.instantiate(cfg.trainer, callbacks=callbacks, logger=False)
+    assert trainer.accumulate_grad_batches == 3 and trainer.gradient_clip_val == 1.0
+    assert trainer.precision == "bf16-mixed"
+    assert type(trainer.strategy).__name__ == "DDPStrategy"
+
+
+def test_ddp_presets(tmp_path):
+    cpu = compose_config(["+experiment=demo", "trainer=ddp_cpu"], tmp_path)
+    assert cpu.trainer.devices == 2 and cpu.trainer.accelerator == "cpu"
+    assert cpu.trainer.strategy.process_group_backend == "gloo"
+    gpu = compose_config(["+experiment=demo", "trainer=ddp", "trainer.num_nodes=4", "+launcher=slurm"], tmp_path)
+    assert gpu.trainer.num_nodes == 4
+    # the SLURM launcher asks for one task per GPU on as many nodes as the Trainer expects
+    assert gpu.hydra.launcher.nodes == 4 and gpu.hydra.launcher.tasks_per_node == gpu.trainer.devices

@@ -1,6 +1,8 @@
-"""The demo learns, and learns for the right reason: shuffled labels stay near chance.
+"""The demo learns for the right reason: with shuffled labels it stays near chance.
 
-Both run the real `demo` experiment (8 epochs of ResNet18 on the generated FM corpus).
+This runs the real `demo` experiment (8 epochs of ResNet18 on the generated FM corpus);
+that it learns (test accuracy >= 0.9) is checked on `make demo` itself, in
+tests/integration/test_readme.py.
 """
 
 from __future__ import annotations
@@ -25,12 +27,6 @@ def _train_demo(tmp_path, corpus, *overrides):
     cfg = compose_config(["+experiment=demo", f"data.root={corpus}", "logger=csv", *overrides], tmp_path)
     run(cfg)
     return json.loads((tmp_path / "metrics.json").read_text())
-
-
-@pytest.mark.slow
-def test_demo_reaches_90_percent(tmp_path, demo_corpus):
-    metrics = _train_demo(tmp_path, demo_corpus)
-    assert metrics["test/acc"] >= 0.9, metrics
 
 
 @pytest.mark.slow

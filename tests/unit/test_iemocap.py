@@ -201,7 +201,7 @@ def test_missing_root_and_bad_options_say_what_is_expected(tmp_path):
     with pytest.raises(ValueError, match="4 classes"):
         dm(tmp_path, num_classes=6)
 
-FBANK41 = Path(__file__).resolve().parents[2] / "conf" / "features" / "fbank41.yaml"  # the recipes' front-end
+FBANK41 = Path(__file__).resolve().parents[2] / "audioexp" / "conf" / "features" / "fbank41.yaml"  # the recipes' front-end
 
 
 def _dynamics(feats: torch.Tensor) -> np.ndarray:

@@ -1,0 +1,1 @@
+"""The package's Hydra configs (found as ``pkg://audioexp.conf``, so they travel with the wheel)."""

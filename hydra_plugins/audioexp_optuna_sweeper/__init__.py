@@ -1,0 +1,1 @@
+"""audioexp's Hydra plugins (Hydra loads plugins only from the ``hydra_plugins`` namespace)."""
