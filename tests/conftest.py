@@ -39,7 +39,7 @@ def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
 @pytest.fixture(scope="session")
 def fm_corpus(tmp_path_factory) -> Path:
     """A small generated FM broadcast corpus (speech/ and music/ folders of 5-s clips)."""
-    from audioexp.data.minicorpus import write_minicorpus
+    from audioexp.minicorpus import write_minicorpus
 
     root = tmp_path_factory.mktemp("corpora") / "fm_broadcast"
     return write_minicorpus("fm_broadcast", root, seed=7, clips_per_class=12, recordings_per_class=4)
@@ -48,7 +48,7 @@ def fm_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def voxceleb_corpus(tmp_path_factory) -> Path:
     """A small generated VoxCeleb1 (wav/<spk>/<video>/<utt>.wav, iden_split.txt, veri_test.txt)."""
-    from audioexp.data.minicorpus import write_minicorpus
+    from audioexp.minicorpus import write_minicorpus
 
     root = tmp_path_factory.mktemp("corpora") / "voxceleb1"
     return write_minicorpus("voxceleb1", root, seed=3, num_speakers=10, num_test_speakers=4,
@@ -58,7 +58,7 @@ def voxceleb_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def emodb_corpus(tmp_path_factory) -> Path:
     """A small generated EmoDB (wav/03a01Fa.wav ...: 10 speakers x 7 emotions x 2 texts of 0.6-0.9 s)."""
-    from audioexp.data.minicorpus import write_minicorpus
+    from audioexp.minicorpus import write_minicorpus
 
     root = tmp_path_factory.mktemp("corpora") / "emodb"
     return write_minicorpus("emodb", root, seed=5, texts_per_emotion=2, min_seconds=0.6, max_seconds=0.9)
@@ -69,7 +69,7 @@ def iemocap_corpus(tmp_path_factory) -> Path:
     """A small generated IEMOCAP (Session{1..5}/sentences/wav, dialog/EmoEvaluation), and a stand-in
     speaker pre-training run (random Table 1 ResNet weights, as the fake ImageNet cache) named by
     AUDIOEXP_SPEAKER_PRETRAINED_RUN for the recipes that fine-tune one."""
-    from audioexp.data.minicorpus import write_minicorpus
+    from audioexp.minicorpus import write_minicorpus
     from audioexp.networks.adresnet import TableOneResNet
 
     base = tmp_path_factory.mktemp("corpora")
@@ -85,7 +85,7 @@ def iemocap_corpus(tmp_path_factory) -> Path:
 @pytest.fixture(scope="session")
 def asvspoof_corpus(tmp_path_factory) -> Path:
     """A small generated ASVspoof 2017 v2 (ASVspoof2017_V2_{train,dev,eval}/, protocol_V2/)."""
-    from audioexp.data.minicorpus import write_minicorpus
+    from audioexp.minicorpus import write_minicorpus
 
     root = tmp_path_factory.mktemp("corpora") / "asvspoof2017"
     return write_minicorpus("asvspoof2017", root, seed=1, utterances_per_class={"train": 8, "dev": 6, "eval": 6},

@@ -30,6 +30,7 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +68,7 @@ expected the ASVspoof 2017 version {version} layout:
   {root}/{protocol_dir}/{train} | {dev} | {eval}
     lines 'T_1000001.wav genuine M0002 S05 - - -' (file key speaker phrase environment playback recorder)
 To try the recipes without the corpus, write a miniature one:
-  python -m audioexp.data.minicorpus asvspoof2017 {root}"""
+  python -m audioexp.minicorpus asvspoof2017 {root}"""
 
 
 class ProtocolFileError(ValueError):
@@ -149,6 +150,10 @@ class ASVspoof2017:
     version : {1, 2}
     protocol_dir : path, optional
         Where the protocol lists are (default ``ROOT/protocol_V2`` or ``ROOT/protocol``).
+    prepare : callable, optional
+        Called with ``root`` in ``prepare_data`` before anything is read: a ``*_mini`` data
+        config injects :func:`audioexp.minicorpus.prepare` here, which writes a miniature
+        corpus on first use. This module does not know what it does.
     max_files_per_class : int, optional
         Keep only the first files of each class in every split (a quick run of the whole
         path, set by ``+debug=...``); None: the whole protocol.
@@ -161,7 +166,7 @@ class ASVspoof2017:
         protocol_dir: str | None = None,
         sample_rate: int = 16000,
         min_seconds: float = 0.1,
-        minicorpus: str | None = None,
+        prepare: Callable[[Path], object] | None = None,
         num_classes: int = 2,
         class_names: list[str] | None = None,
         max_files_per_class: int | None = None,
@@ -170,12 +175,6 @@ class ASVspoof2017:
             raise ValueError(f"version must be 1 or 2, got {version!r}")
         if num_classes != 2 or (class_names is not None and list(class_names) != list(CLASS_NAMES)):
             raise ValueError(f"ASVspoof 2017 has the classes {CLASS_NAMES}, got {num_classes}, {class_names}")
-        if minicorpus not in (None, "asvspoof2017"):
-            raise ValueError(f"minicorpus must be 'asvspoof2017' or null, got {minicorpus!r}")
-        if minicorpus and not (Path(root) / ".minicorpus.json").exists():
-            from audioexp.data.minicorpus import write_minicorpus
-
-            write_minicorpus("asvspoof2017", root)
         self.root = Path(root)
         self.sample_rate = sample_rate
         self.min_seconds = min_seconds
@@ -185,6 +184,12 @@ class ASVspoof2017:
         self.layout = LAYOUTS[version]
         self.protocol_dir = Path(protocol_dir) if protocol_dir else self.root / self.layout["protocol_dir"]
         self.max_files_per_class = max_files_per_class
+        self.prepare = prepare
+
+    def prepare_data(self) -> None:
+        """Run the injected ``prepare`` (if any); fail with the expected layout when the root is missing."""
+        if self.prepare is not None:
+            self.prepare(self.root)
         if not self.root.is_dir():
             raise CorpusNotFoundError(f"ASVspoof 2017 root {self.root} does not exist; " + self._expected())
 

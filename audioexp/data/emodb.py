@@ -24,6 +24,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -61,7 +62,7 @@ expected the EmoDB layout:
   {root}/wav/<speaker:2 digits><text:3><emotion letter><version letter>.wav   e.g. 03a01Fa.wav
   emotion letters: W anger, L boredom, E disgust, A fear, F happiness, T sadness, N neutral
 To try the recipe without the corpus, write a miniature one:
-  python -m audioexp.data.minicorpus emodb {root}"""
+  python -m audioexp.minicorpus emodb {root}"""
 
 
 class EmoDBNameError(ValueError):
@@ -155,21 +156,12 @@ def count_differences(utterances: list[EmoDBUtterance]) -> list[str]:
     return differences
 
 
-def is_minicorpus(root: str | Path) -> bool:
-    """Whether ``root`` was written by the miniature-corpus writer (its stamp says kind emodb)."""
-    from audioexp.data.minicorpus import read_stamp
-
-    stamp = read_stamp(root)
-    return bool(stamp) and stamp.get("kind") == "emodb"
-
-
 def check_counts(root: str | Path, utterances: list[EmoDBUtterance]) -> list[str]:
     """Warn when a real EmoDB root differs from the released corpus; return the differences.
 
-    Miniature corpora (written by :mod:`audioexp.data.minicorpus_emodb`) are not warned about.
     """
     differences = count_differences(utterances)
-    if differences and not is_minicorpus(root):
+    if differences:
         log.warning(
             "EmoDB root %s differs from the released corpus (535 files, 10 speakers; W 127, L 81, E 46, "
             "A 69, F 71, T 62, N 79): %s. Results are not comparable with published ones.",
@@ -213,8 +205,13 @@ class EmoDBDataModule(L.LightningDataModule):
         Shorter clips are bad files.
     batch_size, num_workers : int
         Of the prediction loader (padded batches carry ``length``).
-    minicorpus : {"emodb", None}
-        Write the miniature corpus into ``root`` first if ``root`` does not exist.
+    prepare : callable, optional
+        Called with ``root`` in ``prepare_data`` before anything is read: a ``*_mini`` data
+        config injects :func:`audioexp.minicorpus.prepare` here, which writes a miniature
+        corpus on first use. This module does not know what it does.
+    check_counts : bool
+        Warn when the root differs from the released corpus (535 files, 10 speakers); the
+        miniature corpus's config turns it off.
     max_files_per_class : int, optional
         Keep only the first files of each emotion of each speaker (a quick run of the whole
         path, set by ``+debug=...``); None: every file.
@@ -230,15 +227,13 @@ class EmoDBDataModule(L.LightningDataModule):
         batch_size: int = 1,
         num_workers: int = 0,
         skip_bad_files: bool = False,
-        minicorpus: str | None = None,
-        minicorpus_options: dict | None = None,
+        prepare: Callable[[Path], object] | None = None,
+        check_counts: bool = True,
         num_classes: int = 7,
         class_names: list[str] | None = None,
         max_files_per_class: int | None = None,
     ) -> None:
         super().__init__()
-        if minicorpus not in (None, "emodb"):
-            raise ValueError(f"minicorpus must be 'emodb' or null for EmoDB, got {minicorpus!r}")
         if num_classes != len(CLASS_NAMES):
             raise ValueError(f"EmoDB has {len(CLASS_NAMES)} emotions, got num_classes={num_classes}")
         if class_names is not None and list(class_names) != CLASS_NAMES:
@@ -249,8 +244,8 @@ class EmoDBDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.num_workers = num_workers
         self.skip_bad_files = skip_bad_files
-        self.minicorpus = minicorpus
-        self.minicorpus_options = dict(minicorpus_options or {})
+        self.prepare = prepare
+        self.check_counts = check_counts
         self.class_names = list(CLASS_NAMES)
         self.max_files_per_class = max_files_per_class
         self.utterances: list[EmoDBUtterance] = []
@@ -260,11 +255,8 @@ class EmoDBDataModule(L.LightningDataModule):
         return len(self.class_names)
 
     def prepare_data(self) -> None:
-        if self.minicorpus and not self.root.exists():
-            from audioexp.data.minicorpus import write_minicorpus
-
-            log.info("writing the miniature EmoDB into %s", self.root)
-            write_minicorpus(self.minicorpus, self.root, **self.minicorpus_options)
+        if self.prepare is not None:
+            self.prepare(self.root)
         if not self.root.is_dir():
             raise CorpusNotFoundError(f"EmoDB root {self.root} does not exist; " + EXPECTED_LAYOUT.format(root=self.root))
 
@@ -272,7 +264,8 @@ class EmoDBDataModule(L.LightningDataModule):
         if self.utterances:
             return
         self.utterances = list_emodb(self.root)
-        check_counts(self.root, self.utterances)
+        if self.check_counts:
+            check_counts(self.root, self.utterances)
         if self.max_files_per_class is not None:
             keep = first_per_group([(u.speaker, u.emotion) for u in self.utterances], self.max_files_per_class)
             self.utterances = [self.utterances[i] for i in keep]

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -52,7 +53,7 @@ expected the FM broadcast layout:
     music/**/*.wav|*.flac
 or data.manifest=FILE.csv with the header 'path,label[,group]'.
 To try the recipe without the corpus, write a miniature one:
-  python -m audioexp.data.minicorpus fm_broadcast {root}"""
+  python -m audioexp.minicorpus fm_broadcast {root}"""
 
 
 def fm_broadcast_rows(root: str | os.PathLike, class_names=CLASS_NAMES):
@@ -134,8 +135,10 @@ class FMBroadcastDataModule(L.LightningDataModule):
         instead of stopping with an error naming the file.
     shuffle_labels : bool
         Control experiment: permute the training labels (validation and test keep theirs).
-    minicorpus : str, optional
-        Write this miniature corpus at ``root`` if ``root`` does not exist yet.
+    prepare : callable, optional
+        Called with ``root`` in ``prepare_data`` before anything is read: a ``*_mini`` data
+        config injects :func:`audioexp.minicorpus.prepare` here, which writes a miniature
+        corpus on first use. This module does not know what it does.
     """
 
     def __init__(
@@ -156,7 +159,7 @@ class FMBroadcastDataModule(L.LightningDataModule):
         num_workers: int = 2,
         skip_bad_files: bool = False,
         shuffle_labels: bool = False,
-        minicorpus: str | None = None,
+        prepare: Callable[[Path], object] | None = None,
         rebuild_manifest: bool = False,
     ) -> None:
         super().__init__()
@@ -179,7 +182,7 @@ class FMBroadcastDataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.skip_bad_files = skip_bad_files
         self.shuffle_labels = shuffle_labels
-        self.minicorpus = minicorpus
+        self.prepare = prepare
         self.rebuild_manifest = rebuild_manifest
         self.manifest: Manifest | None = None
         self.splits: dict[str, np.ndarray] = {}
@@ -196,11 +199,8 @@ class FMBroadcastDataModule(L.LightningDataModule):
         return prepare_fm_broadcast(self.root, self.cache_dir, self.class_names, self.rebuild_manifest)
 
     def prepare_data(self) -> None:
-        if self.minicorpus and not self.root.exists():
-            from audioexp.data.minicorpus import write_minicorpus
-
-            log.info("writing the miniature %s corpus into %s", self.minicorpus, self.root)
-            write_minicorpus(self.minicorpus, self.root)
+        if self.prepare is not None:
+            self.prepare(self.root)
         self._manifest_path()
 
     def setup(self, stage: str | None = None) -> None:

@@ -41,6 +41,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -83,7 +84,7 @@ expected the IEMOCAP layout:
   {root}/Session{{1..5}}/sentences/wav/<dialog>/<utterance>.wav
   {root}/Session{{1..5}}/dialog/EmoEvaluation/<dialog>.txt   lines '[6.2901 - 8.2357]<TAB>Ses01F_impro01_F000<TAB>neu<TAB>[2.5, 2.5, 2.5]'
 To try the recipes without the corpus, write a miniature one:
-  python -m audioexp.data.minicorpus iemocap {root}"""
+  python -m audioexp.minicorpus iemocap {root}"""
 
 _LINE_RE = re.compile(r"^\[(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\]\t(\S+)\t(\S+)\t\[([^\]]*)\]\s*$")
 _UTTERANCE_RE = re.compile(r"^Ses0([1-5])[FM]_(\w+?)_([FM])\d{3}$")
@@ -308,14 +309,14 @@ class IEMOCAPDataModule(L.LightningDataModule):
         Speakers of the training part (8 under both protocols): the speaker head of the
         dual-space loss is this wide. Checked at setup.
     check_counts : bool
-        On a real root (no miniature-corpus stamp), warn when the utterance count differs
-        from the release's (2,280 improvised; 2,943 with ``exc`` merged).
+        Warn when the utterance count differs from the release's (2,280 improvised; 2,943
+        with ``exc`` merged); the miniature corpus's config turns it off.
     shuffle_labels : bool
         Permute the training labels (a control: test scores should fall to chance).
-    minicorpus : {"iemocap", None}
-        Write the generated miniature corpus into ``root`` when it does not exist; a
-        generated one of an older design (its stamp) is rewritten with its own seed and
-        parameters.
+    prepare : callable, optional
+        Called with ``root`` in ``prepare_data`` before anything is read: a ``*_mini`` data
+        config injects :func:`audioexp.minicorpus.prepare` here, which writes a miniature
+        corpus on first use. This module does not know what it does.
     """
 
     def __init__(
@@ -337,15 +338,13 @@ class IEMOCAPDataModule(L.LightningDataModule):
         skip_bad_files: bool = False,
         shuffle_labels: bool = False,
         check_counts: bool = True,
-        minicorpus: str | None = None,
+        prepare: Callable[[Path], object] | None = None,
         num_classes: int = 4,
         class_names: list[str] | None = None,
         num_train_speakers: int = 8,
     ) -> None:
         super().__init__()
         fold_speakers(protocol, fold)  # validates protocol and fold now
-        if minicorpus not in (None, "iemocap"):
-            raise ValueError(f"minicorpus must be 'iemocap' or null for IEMOCAP, got {minicorpus!r}")
         if num_classes != len(CLASSES) or (class_names is not None and list(class_names) != list(CLASSES)):
             raise ValueError(f"IEMOCAP has the 4 classes {list(CLASSES)}; got num_classes={num_classes}, class_names={class_names}")
         if not 0 < val_fraction < 1:
@@ -366,7 +365,7 @@ class IEMOCAPDataModule(L.LightningDataModule):
         self.skip_bad_files = skip_bad_files
         self.shuffle_labels = shuffle_labels
         self.check_counts = check_counts
-        self.minicorpus = minicorpus
+        self.prepare = prepare
         self.expected_train_speakers = num_train_speakers
         self.class_names = list(CLASSES)
         self.speakers = all_speakers()
@@ -378,25 +377,13 @@ class IEMOCAPDataModule(L.LightningDataModule):
         return len(self.class_names)
 
     def prepare_data(self) -> None:
-        if self.minicorpus:
-            from audioexp.data.minicorpus import read_stamp, write_minicorpus
-            from audioexp.data.minicorpus_iemocap import DESIGN_VERSION
-
-            stamp = read_stamp(self.root) if self.root.is_dir() else None
-            if not self.root.exists():
-                log.info("writing the miniature IEMOCAP corpus into %s", self.root)
-                write_minicorpus(self.minicorpus, self.root)
-            elif stamp and stamp.get("kind") == "iemocap" and stamp.get("design_version") != DESIGN_VERSION:
-                # an older generated design: rewritten with its own seed and parameters
-                log.warning("the miniature IEMOCAP at %s is of an older design; rewriting it (design %d)", self.root, DESIGN_VERSION)
-                write_minicorpus(self.minicorpus, self.root, seed=stamp["seed"], **stamp["params"])
+        if self.prepare is not None:
+            self.prepare(self.root)
         if not self.root.is_dir():
             raise CorpusNotFoundError(f"IEMOCAP root {self.root} does not exist; " + EXPECTED_LAYOUT.format(root=self.root))
 
     def _check_count(self, n: int) -> None:
-        from audioexp.data.minicorpus import STAMP_NAME
-
-        if not self.check_counts or (self.root / STAMP_NAME).exists():
+        if not self.check_counts:
             return
         expected = EXPECTED_COUNTS[(self.include_scripted, self.merge_excited)]
         if n != expected:

@@ -32,6 +32,7 @@ import logging
 import math
 import os
 from dataclasses import dataclass
+from collections.abc import Callable
 from pathlib import Path
 
 import lightning as L
@@ -63,7 +64,7 @@ expected the VoxCeleb1 layout:
   {root}/iden_split.txt (or meta/iden_split.txt)   lines '1|2|3 id10001/1zcIwhmdeo4/00001.wav'
   {root}/veri_test.txt (or veri_test2.txt)         lines '1|0 id10270/x6uYqmx31kE/00001.wav id10270/...'
 To try the recipes without the corpus, write a miniature one:
-  python -m audioexp.data.minicorpus voxceleb1 {root}"""
+  python -m audioexp.minicorpus voxceleb1 {root}"""
 
 
 class ProtocolFileError(ValueError):
@@ -319,15 +320,13 @@ class VoxCeleb1DataModule(L.LightningDataModule):
         num_workers: int = 4,
         skip_bad_files: bool = False,
         shuffle_labels: bool = False,
-        minicorpus: str | None = None,
+        prepare: Callable[[Path], object] | None = None,
         num_classes: int | None = None,
         class_names: list[str] | None = None,
     ) -> None:
         super().__init__()
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
-        if minicorpus not in (None, "voxceleb1"):
-            raise ValueError(f"minicorpus must be 'voxceleb1' or null for VoxCeleb1, got {minicorpus!r}")
         self.root = Path(root)
         self.protocol = protocol
         self.iden_split_file = Path(iden_split) if iden_split else None
@@ -346,7 +345,7 @@ class VoxCeleb1DataModule(L.LightningDataModule):
         self.num_workers = num_workers
         self.skip_bad_files = skip_bad_files
         self.shuffle_labels = shuffle_labels
-        self.minicorpus = minicorpus
+        self.prepare = prepare
         self.expected_num_classes = num_classes
         self.expected_class_names = list(class_names) if class_names else None
         self.class_names: list[str] = []
@@ -385,12 +384,8 @@ class VoxCeleb1DataModule(L.LightningDataModule):
         return {k: v.trials for k, v in self.eval_sets.items() if v.trials is not None}
 
     def prepare_data(self) -> None:
-        if self.minicorpus and not self.root.exists():
-            from audioexp.data.minicorpus import write_minicorpus
-
-            log.info("writing the miniature %s corpus into %s", self.minicorpus, self.root)
-            # in-process: no forked writers inside a training process that has torch loaded
-            write_minicorpus(self.minicorpus, self.root, workers=1)
+        if self.prepare is not None:
+            self.prepare(self.root)
         if not self.root.is_dir():
             raise CorpusNotFoundError(f"VoxCeleb1 root {self.root} does not exist; " + EXPECTED_LAYOUT.format(root=self.root))
         if self.protocol == "verification":

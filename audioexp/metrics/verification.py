@@ -37,7 +37,6 @@ __all__ = [
     "EqualErrorRate",
     "MinDCF",
     "det_curve",
-    "det_curve_figure",
     "equal_error_rate",
     "minimum_dcf",
 ]
@@ -248,57 +247,6 @@ def minimum_dcf(
     dcf = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
     j = int(np.argmin(dcf))
     return float(dcf[j] / min(c_miss * p_target, c_fa * (1.0 - p_target))), _finite_threshold(thresholds, j)
-
-
-def det_curve_figure(scores: ArrayLike, labels: ArrayLike, title: str = ""):
-    """DET plot: miss against false-alarm rate on probit axes (0.1 % to 50 %), EER marked.
-
-    Operating points beyond the axes are drawn at their edge. The figure holds two
-    lines, the curve and the EER marker; close it with ``plt.close(fig)``.
-
-    Parameters
-    ----------
-    scores : Tensor or ndarray, shape (N,)
-    labels : Tensor or ndarray, shape (N,)
-    title : str
-
-    Returns
-    -------
-    matplotlib.figure.Figure
-    """
-    # imported here so that training code importing the metrics does not load pyplot
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-    from scipy.stats import norm
-
-    p_fa, p_miss, _ = det_curve(scores, labels)
-    eer, _ = equal_error_rate(scores, labels)
-    ticks = np.array([0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.2, 0.5])
-    lo, hi = norm.ppf(ticks[0]), norm.ppf(ticks[-1])
-
-    def probit(p: np.ndarray) -> np.ndarray:
-        # 0 and 1 map to -inf/+inf: pin them just outside the axes so the curve runs off the edge
-        return np.clip(norm.ppf(np.clip(p, 1e-12, 1 - 1e-12)), lo - 0.5, hi + 0.5)
-
-    fig, ax = plt.subplots(figsize=(5, 5))
-    ax.plot(probit(p_fa), probit(p_miss), color="C0", label="DET")
-    ax.plot(probit(np.array([eer])), probit(np.array([eer])), "o", color="C3", label=f"EER = {100 * eer:.2f} %")
-    labels_pct = [f"{100 * t:g}" for t in ticks]
-    ax.set_xticks(norm.ppf(ticks), labels_pct)
-    ax.set_yticks(norm.ppf(ticks), labels_pct)
-    ax.set_xlim(lo, hi)
-    ax.set_ylim(lo, hi)
-    ax.set_aspect("equal")
-    ax.grid(True, alpha=0.4)
-    ax.set_xlabel("false alarm rate (%)")
-    ax.set_ylabel("miss rate (%)")
-    ax.legend(loc="upper right")
-    if title:
-        ax.set_title(title)
-    fig.tight_layout()
-    return fig
 
 
 class _VerificationScores(Metric):

@@ -32,7 +32,7 @@ from audioexp.systems.classification import AudioClassifier
 
 log = logging.getLogger(__name__)
 
-__all__ = ["ADResNet", "load_pretrained_extractor", "tsne_figure"]
+__all__ = ["ADResNet", "load_pretrained_extractor"]
 
 HOW_TO_PRETRAIN = (
     "pre-train the extractor first (python -m audioexp +experiment=voxceleb_resnet_pretrain) and give its "
@@ -65,47 +65,6 @@ def load_pretrained_extractor(extractor: nn.Module, run_dir: str | Path, network
         raise ValueError(f"{ckpt_path} holds no backbone.* tensors: not an ADResNet run?")
     extractor.load_state_dict(backbone, strict=True)
     return ckpt_path
-
-
-def tsne_figure(embeddings: np.ndarray, labels: np.ndarray, speakers: np.ndarray, class_names: list[str],
-                speaker_names: dict[int, str] | None = None, seed: int = 0, title: str = ""):
-    """t-SNE of utterance embeddings: colour = class, marker = speaker number (the paper's Fig. 1).
-
-    Parameters
-    ----------
-    embeddings : ndarray, shape (n, dim)
-    labels, speakers : ndarray of int, shape (n,)
-    class_names : list of str
-    speaker_names : dict of int to str, optional
-        Printed under the title (``0=Ses01F, ...``).
-    """
-    import matplotlib.pyplot as plt
-    from sklearn.manifold import TSNE
-
-    import audioexp.utils.plots  # noqa: F401  (headless backend)
-
-    n = len(embeddings)
-    # exact gradients for a test fold's few hundred points: faster than Barnes-Hut there
-    points = TSNE(n_components=2, perplexity=float(min(30.0, max(2.0, (n - 1) / 3))), init="pca", random_state=seed,
-                  method="exact" if n <= 1000 else "barnes_hut").fit_transform(np.asarray(embeddings, dtype=np.float64))
-    fig, ax = plt.subplots(figsize=(6.5, 5.5))
-    colours = plt.get_cmap("tab10")
-    for c, name in enumerate(class_names):
-        first = True
-        for s in np.unique(speakers):
-            sel = (labels == c) & (speakers == s)
-            if sel.any():
-                ax.scatter(points[sel, 0], points[sel, 1], marker=f"${int(s)}$", s=60, color=colours(c % 10),
-                           label=name if first else None)
-                first = False
-    ax.legend(loc="best", fontsize=8)
-    ax.set_xticks([])
-    ax.set_yticks([])
-    if speaker_names:
-        title = f"{title}\nspeakers: " + ", ".join(f"{k}={v}" for k, v in sorted(speaker_names.items()))
-    ax.set_title(title, fontsize=8)
-    fig.tight_layout()
-    return fig
 
 
 class ADResNet(AudioClassifier):
@@ -315,6 +274,8 @@ class ADResNet(AudioClassifier):
         speakers = torch.cat([s for _, _, s in outputs]).numpy()
         all_names = list(getattr(getattr(self.trainer, "datamodule", None), "speakers", None) or [])
         names = {int(s): all_names[s] for s in np.unique(speakers) if 0 <= s < len(all_names)}
+        from audioexp.figures import tsne_figure
+
         fig = tsne_figure(embeddings, labels, speakers, self.class_names, names, title="test utterance embeddings")
         self.log_figure("test/tsne", fig)
 

@@ -159,7 +159,7 @@ class AudioClassifier(L.LightningModule):
             self.log_figure("test/confusion_matrix", self._confusion_figure(confmat.cpu().numpy()))
 
     def _confusion_figure(self, confmat):
-        from audioexp.utils.plots import confusion_matrix_figure
+        from audioexp.figures import confusion_matrix_figure
 
         return confusion_matrix_figure(confmat, self.class_names, title="test")
 

@@ -20,7 +20,7 @@ from torchmetrics import MinMetric
 
 from audioexp.losses.center import CenterLoss
 from audioexp.metrics.trials import TrialEmbeddings, cosine_trial_scores, embedding_matrix
-from audioexp.metrics.verification import det_curve_figure, equal_error_rate, minimum_dcf
+from audioexp.metrics.verification import equal_error_rate, minimum_dcf
 from audioexp.networks.vgg import VGGSpeakerNet
 from audioexp.systems.classification import AudioClassifier
 
@@ -246,6 +246,8 @@ class VGGCenterLoss(AudioClassifier):
         scores, labels, eer = self._score_trials("test")
         if eer != eer:  # NaN: nothing to plot
             return
+        from audioexp.figures import det_curve_figure
+
         self.log_figure("test/det_curve", det_curve_figure(scores.numpy(), labels.numpy(), title="test trials"))
 
     def on_train_start(self) -> None:

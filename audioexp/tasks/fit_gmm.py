@@ -24,7 +24,8 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from audioexp.data.manifest import cache_key
-from audioexp.metrics.verification import det_curve_figure, equal_error_rate, minimum_dcf
+from audioexp.figures import det_curve_figure
+from audioexp.metrics.verification import equal_error_rate, minimum_dcf
 from audioexp.tasks.registry import register_task
 from audioexp.utils.files import atomic_write_text
 
@@ -82,6 +83,7 @@ def fit_gmm(cfg: DictConfig) -> dict[str, float]:
         raise ValueError("score fusion trains its weights on dev scores and applies them to eval: "
                          "gmm.protocols must hold both")
     corpus = hydra.utils.instantiate(cfg.data)
+    corpus.prepare_data()
     cache_dir = Path(opts.cache_dir) if opts.get("cache_dir") else None
     needed = sorted({"train", *protocols, *(["dev"] if "eval" in protocols else [])})
     systems_feats: dict[str, dict] = {}

@@ -143,7 +143,7 @@ def _log_to_loggers(cfg: DictConfig, rows: list[dict], metrics: dict, figures: d
 
 @register_task("probe")
 def probe(cfg: DictConfig) -> dict[str, float]:
-    from audioexp.utils.plots import confusion_matrix_figure
+    from audioexp.figures import confusion_matrix_figure
 
     output_dir = Path(cfg.paths.output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)

@@ -17,7 +17,7 @@ from tests.conftest import compose_config
 
 @pytest.fixture(scope="module")
 def demo_corpus(tmp_path_factory):
-    from audioexp.data.minicorpus import write_minicorpus
+    from audioexp.minicorpus import write_minicorpus
 
     # the corpus `make demo` writes: same kind, same default size and seed
     return write_minicorpus("fm_broadcast", tmp_path_factory.mktemp("demo") / "fm_broadcast")

@@ -65,7 +65,7 @@ class ReadmeCommand:
 
     @property
     def runs_audioexp(self) -> bool:
-        """``python -m audioexp`` or the console script (not ``audioexp.data.minicorpus``)."""
+        """``python -m audioexp`` or the console script (not ``audioexp.minicorpus``)."""
         w = self.words
         return w[0] == "audioexp" or w[:3] == ["python", "-m", "audioexp"]
 

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hydra
 import numpy as np
 import pytest
 import torch
@@ -10,7 +9,8 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from audioexp.features.fbank import LogFilterbank
-from audioexp.systems.adresnet import ADResNet, tsne_figure
+from audioexp.figures import tsne_figure
+from audioexp.systems.adresnet import ADResNet
 from audioexp.utils.runs import build_model
 from tests.conftest import compose_config
 

@@ -56,7 +56,7 @@ def test_empty_list_and_missing_root(tmp_path):
     with pytest.raises(ProtocolFileError, match="no entries"):
         read_protocol(tmp_path / "empty.txt")
     with pytest.raises(CorpusNotFoundError, match="ASVspoof2017_V2_train"):
-        ASVspoof2017(tmp_path / "nowhere")
+        ASVspoof2017(tmp_path / "nowhere").prepare_data()
     corpus = ASVspoof2017(tmp_path)
     with pytest.raises(CorpusNotFoundError, match="protocol_V2"):
         corpus.entries("train")

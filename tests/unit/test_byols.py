@@ -108,7 +108,7 @@ def test_checkpoint_loads_strictly(tmp_path):
 
 @pytest.fixture(scope="module")
 def tiny_emodb(tmp_path_factory):
-    from audioexp.data.minicorpus import write_minicorpus
+    from audioexp.minicorpus import write_minicorpus
 
     return write_minicorpus("emodb", tmp_path_factory.mktemp("byols") / "emodb", seed=2, num_speakers=2,
                             texts_per_emotion=1, min_seconds=0.2, max_seconds=0.35)

@@ -18,7 +18,7 @@ from tests.conftest import compose_config
 
 @pytest.fixture(scope="module")
 def tiny_emodb(tmp_path_factory):
-    from audioexp.data.minicorpus import write_minicorpus
+    from audioexp.minicorpus import write_minicorpus
 
     return write_minicorpus("emodb", tmp_path_factory.mktemp("emb") / "emodb", seed=3, num_speakers=2,
                             texts_per_emotion=1, min_seconds=0.3, max_seconds=0.5)

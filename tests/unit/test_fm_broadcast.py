@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import shutil
 import warnings
 
@@ -12,6 +14,7 @@ import torch
 
 from audioexp.data.audio import AudioFileError
 from audioexp.data.fm_broadcast import CorpusNotFoundError, FMBroadcastDataModule, prepare_fm_broadcast
+from audioexp.minicorpus import prepare
 
 SR = 16000
 
@@ -144,7 +147,7 @@ def test_missing_or_empty_root_shows_the_expected_layout(tmp_path):
 
 def test_minicorpus_is_written_when_asked_and_missing(tmp_path):
     root = tmp_path / "mini"
-    dm = make_dm(root, tmp_path, minicorpus="fm_broadcast")
+    dm = make_dm(root, tmp_path, prepare=functools.partial(prepare, kind="fm_broadcast"))
     dm.prepare_data()
     dm.setup()
     assert dm.manifest.class_counts()["speech"] > 0 and dm.manifest.class_counts()["music"] > 0

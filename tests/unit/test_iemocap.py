@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import json
 import logging
 import shutil
@@ -29,8 +31,8 @@ from audioexp.data.iemocap import (
     speaker_of,
 )
 from audioexp.data.manifest import CorpusNotFoundError
-from audioexp.data.minicorpus import STAMP_NAME, read_stamp, write_minicorpus
-from audioexp.data.minicorpus_iemocap import DESIGN_VERSION
+from audioexp.minicorpus import STAMP_NAME, prepare, read_stamp, write_minicorpus
+from audioexp.minicorpus.iemocap import DESIGN_VERSION
 from audioexp.features.fbank import LogFilterbank
 
 GOOD = """% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]
@@ -169,9 +171,9 @@ def test_shuffled_labels_keep_counts(iemocap_corpus):
     np.testing.assert_array_equal(a.splits["test"].labels, b.splits["test"].labels)
 
 
-def test_count_check_warns_on_real_roots_only(iemocap_corpus, tmp_path, caplog):
+def test_count_check_warns_unless_turned_off(iemocap_corpus, tmp_path, caplog):
     with caplog.at_level(logging.WARNING, logger="audioexp.data.iemocap"):
-        dm(iemocap_corpus).setup()
+        dm(iemocap_corpus, check_counts=False).setup()  # as the miniature config sets it
     assert "full release has" not in caplog.text
     real = tmp_path / "iemocap_copy"
     shutil.copytree(iemocap_corpus, real, ignore=shutil.ignore_patterns(".minicorpus.json"))
@@ -255,12 +257,12 @@ def test_older_miniature_design_is_rewritten_with_its_parameters(tmp_path, caplo
     assert stamp["design_version"] == DESIGN_VERSION
     before = sf.read(str(root / select_utterances(read_iemocap(root))[0][0].path))[0]
     (root / STAMP_NAME).write_text(json.dumps({**stamp, "design_version": DESIGN_VERSION - 1}))
-    with caplog.at_level(logging.WARNING, logger="audioexp.data.iemocap"):
-        dm(root, minicorpus="iemocap").prepare_data()
+    with caplog.at_level(logging.WARNING, logger="audioexp.minicorpus"):
+        dm(root, prepare=functools.partial(prepare, kind="iemocap")).prepare_data()
     assert "older design" in caplog.text
     assert read_stamp(root) == stamp  # same seed and parameters, current design
     np.testing.assert_array_equal(sf.read(str(root / select_utterances(read_iemocap(root))[0][0].path))[0], before)
     caplog.clear()
-    with caplog.at_level(logging.WARNING, logger="audioexp.data.iemocap"):
-        dm(root, minicorpus="iemocap").prepare_data()  # current: left alone
+    with caplog.at_level(logging.WARNING, logger="audioexp.minicorpus"):
+        dm(root, prepare=functools.partial(prepare, kind="iemocap")).prepare_data()  # current: left alone
     assert "older design" not in caplog.text

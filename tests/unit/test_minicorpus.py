@@ -1,4 +1,4 @@
-"""Tests for the miniature corpus writers (audioexp.data.minicorpus)."""
+"""Tests for the miniature corpus writers (audioexp.minicorpus)."""
 
 from __future__ import annotations
 
@@ -14,7 +14,10 @@ from sklearn.model_selection import StratifiedKFold, cross_val_score
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from audioexp.data import minicorpus, synth
+from audioexp import minicorpus
+from audioexp.minicorpus.__main__ import main as minicorpus_main
+from audioexp.minicorpus.fm_broadcast import write_fm_broadcast
+from audioexp.minicorpus import synth
 
 SR = 16000
 
@@ -27,7 +30,7 @@ def _wavs(root: Path) -> list[Path]:
 def small_corpus(tmp_path_factory) -> Path:
     """4 clips per class in 2 recordings per class, seed 0."""
     root = tmp_path_factory.mktemp("fm_small")
-    return minicorpus.write_fm_broadcast(root, seed=0, clips_per_class=4, recordings_per_class=2)
+    return write_fm_broadcast(root, seed=0, clips_per_class=4, recordings_per_class=2)
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +63,7 @@ def test_layout_and_format(small_corpus: Path):
         assert info.subtype == "PCM_16"
     readme = (root / "README.txt").read_text()
     assert "GENERATED" in readme and "seed=0" in readme
-    assert "python -m audioexp.data.minicorpus fm_broadcast" in readme
+    assert "python -m audioexp.minicorpus fm_broadcast" in readme
     stamp = json.loads((root / minicorpus.STAMP_NAME).read_text())
     assert stamp["kind"] == "fm_broadcast" and stamp["seed"] == 0
     assert stamp["params"]["clips_per_class"] == 4
@@ -76,7 +79,7 @@ def test_clips_are_not_silent_or_clipped(small_corpus: Path):
 
 def test_second_call_is_a_no_op(small_corpus: Path):
     before = {p: p.stat().st_mtime_ns for p in small_corpus.rglob("*") if p.is_file()}
-    again = minicorpus.write_fm_broadcast(
+    again = write_fm_broadcast(
         small_corpus, seed=0, clips_per_class=4, recordings_per_class=2
     )
     assert again == small_corpus
@@ -85,13 +88,13 @@ def test_second_call_is_a_no_op(small_corpus: Path):
 
 
 def test_incomplete_or_different_corpus_is_rewritten(tmp_path: Path):
-    root = minicorpus.write_fm_broadcast(tmp_path, seed=0, clips_per_class=2, recordings_per_class=1)
+    root = write_fm_broadcast(tmp_path, seed=0, clips_per_class=2, recordings_per_class=1)
     victim = root / "music" / "music_rec00" / "music_rec00_0001.wav"
     victim.unlink()
-    minicorpus.write_fm_broadcast(tmp_path, seed=0, clips_per_class=2, recordings_per_class=1)
+    write_fm_broadcast(tmp_path, seed=0, clips_per_class=2, recordings_per_class=1)
     assert victim.is_file()
     # Fewer clips: stale files of the larger corpus must not survive.
-    minicorpus.write_fm_broadcast(tmp_path, seed=0, clips_per_class=1, recordings_per_class=1)
+    write_fm_broadcast(tmp_path, seed=0, clips_per_class=1, recordings_per_class=1)
     assert len(_wavs(root)) == 2
     assert json.loads((root / minicorpus.STAMP_NAME).read_text())["params"]["clips_per_class"] == 1
 
@@ -100,7 +103,7 @@ def test_incomplete_or_different_corpus_is_rewritten(tmp_path: Path):
 # Determinism
 # --------------------------------------------------------------------------
 def test_same_seed_gives_identical_bytes(small_corpus: Path, tmp_path: Path):
-    other = minicorpus.write_fm_broadcast(
+    other = write_fm_broadcast(
         tmp_path / "again", seed=0, clips_per_class=4, recordings_per_class=2
     )
     a, b = _wavs(small_corpus), _wavs(other)
@@ -112,7 +115,7 @@ def test_same_seed_gives_identical_bytes(small_corpus: Path, tmp_path: Path):
 
 
 def test_different_seed_gives_different_audio(small_corpus: Path, tmp_path: Path):
-    other = minicorpus.write_fm_broadcast(
+    other = write_fm_broadcast(
         tmp_path / "seed1", seed=1, clips_per_class=4, recordings_per_class=2
     )
     for pa, pb in zip(_wavs(small_corpus), _wavs(other)):
@@ -122,7 +125,7 @@ def test_different_seed_gives_different_audio(small_corpus: Path, tmp_path: Path
 def test_clips_do_not_depend_on_corpus_size(small_corpus: Path, tmp_path: Path):
     # Per-clip child generators: clip 0 of each class is the same whatever
     # else gets written (same recording parameters, same clip key).
-    other = minicorpus.write_fm_broadcast(
+    other = write_fm_broadcast(
         tmp_path / "one", seed=0, clips_per_class=1, recordings_per_class=2
     )
     for rel in ("speech/speech_rec00/speech_rec00_0000.wav", "music/music_rec00/music_rec00_0000.wav"):
@@ -205,7 +208,7 @@ def test_unknown_kind_names_known_kinds(tmp_path: Path):
 
 def test_cli_writes_corpus(tmp_path: Path, capsys):
     out = tmp_path / "cli"
-    assert minicorpus.main(["fm_broadcast", str(out), "--seed", "3", "--clips-per-class", "2"]) == 0
+    assert minicorpus_main(["fm_broadcast", str(out), "--seed", "3", "--clips-per-class", "2"]) == 0
     assert len(_wavs(out)) == 4
     assert json.loads((out / minicorpus.STAMP_NAME).read_text())["seed"] == 3
     printed = capsys.readouterr().out
@@ -214,6 +217,6 @@ def test_cli_writes_corpus(tmp_path: Path, capsys):
 
 def test_cli_rejects_unknown_kind(tmp_path: Path, capsys):
     with pytest.raises(SystemExit) as exc:
-        minicorpus.main(["nope", str(tmp_path / "x")])
+        minicorpus_main(["nope", str(tmp_path / "x")])
     assert exc.value.code != 0
     assert "fm_broadcast" in capsys.readouterr().err

@@ -1,4 +1,4 @@
-"""Tests for the miniature VoxCeleb1 writer (audioexp.data.minicorpus_voxceleb)."""
+"""Tests for the miniature VoxCeleb1 writer (audioexp.minicorpus.voxceleb1)."""
 
 from __future__ import annotations
 
@@ -21,8 +21,10 @@ from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
 
-from audioexp.data import minicorpus, synth
-from audioexp.data.minicorpus_voxceleb import (
+from audioexp import minicorpus
+from audioexp.minicorpus.__main__ import main as minicorpus_main
+from audioexp.minicorpus import synth
+from audioexp.minicorpus.voxceleb1 import (
     LIST_FILES,
     META_HEADER,
     is_verification_test_speaker,
@@ -365,7 +367,7 @@ def test_cli_writes_corpus(tmp_path: Path, capsys, monkeypatch):
                 min_seconds=1.0, max_seconds=1.5, trials_per_speaker=4)
     monkeypatch.setitem(minicorpus.WRITERS, "voxceleb1", functools.partial(write_voxceleb1, **tiny))
     out = tmp_path / "cli"
-    assert minicorpus.main(["voxceleb1", str(out), "--seed", "2", "--clips-per-class", "5"]) == 0
+    assert minicorpus_main(["voxceleb1", str(out), "--seed", "2", "--clips-per-class", "5"]) == 0
     captured = capsys.readouterr()
     assert "--clips-per-class is ignored" in captured.err
     assert str(out) in captured.out and "9 audio files" in captured.out
@@ -377,7 +379,7 @@ def test_module_cli_knows_voxceleb1():
     # Under ``python -m`` the module runs as __main__, a second copy; the
     # corpus modules must still be visible to it.
     done = subprocess.run(
-        [sys.executable, "-m", "audioexp.data.minicorpus", "--help"],
+        [sys.executable, "-m", "audioexp.minicorpus", "--help"],
         capture_output=True, text=True, check=True,
     )
     assert "voxceleb1" in done.stdout and "fm_broadcast" in done.stdout

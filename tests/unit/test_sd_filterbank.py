@@ -362,7 +362,7 @@ def test_fig1_response_equals_spectrum_of_the_filterbank_impulse_response(k):
 
 
 def test_fig1_figure_has_one_curve_per_differentiation_count():
-    from audioexp.utils.plots import sd_filter_response_figure
+    from audioexp.figures import sd_filter_response_figure
 
     fig = sd_filter_response_figure(54, (0, 3, 6))
     assert len(fig.axes[0].lines) == 3

@@ -1,4 +1,4 @@
-"""Tests for the procedural speech/music synthesis (audioexp.data.synth)."""
+"""Tests for the procedural speech/music synthesis (audioexp.minicorpus.synth)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from scipy import signal
 
-from audioexp.data import synth
+from audioexp.minicorpus import synth
 
 SR = 16000
 

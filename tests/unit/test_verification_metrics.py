@@ -13,11 +13,11 @@ from scipy.stats import norm  # noqa: E402
 from sklearn.metrics import roc_curve  # noqa: E402
 from torchmetrics.utilities import dim_zero_cat  # noqa: E402
 
+from audioexp.figures import det_curve_figure
 from audioexp.metrics.verification import (  # noqa: E402
     EqualErrorRate,
     MinDCF,
     det_curve,
-    det_curve_figure,
     equal_error_rate,
     minimum_dcf,
 )

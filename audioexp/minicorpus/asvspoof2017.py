@@ -7,7 +7,7 @@ Nothing of the real corpus is used; only its layout and protocol format are repr
     ROOT/protocol_V2/ASVspoof2017_V2_train.trn.txt, _dev.trl.txt, _eval.trl.txt
     ROOT/README.txt, ROOT/.minicorpus.json
 
-Genuine utterances: a synthetic speaker (:mod:`audioexp.data.synth`) saying a "phrase"
+Genuine utterances: a synthetic speaker (:mod:`audioexp.minicorpus.synth`) saying a "phrase"
 (S01-S10: a fixed seed per speaker and phrase, so every take of a phrase is similar),
 picked up by the ASV system's own microphone (a gentle random EQ) with a noise floor.
 Replayed utterances: another take, played through a loudspeaker (band-limited with a
@@ -28,8 +28,8 @@ from pathlib import Path
 import numpy as np
 from scipy import signal
 
-from audioexp.data import synth
-from audioexp.data.minicorpus import _child_rng, _is_complete, _write_stamp, _write_wav, register
+from audioexp.minicorpus import synth
+from audioexp.minicorpus.common import child_rng, is_complete, write_stamp, write_wav
 
 GENERATOR_VERSION = 1
 SPLIT_PREFIX = {"train": "T", "dev": "D", "eval": "E"}
@@ -91,11 +91,10 @@ def _asv_mic(rng: np.random.Generator, sample_rate: int) -> np.ndarray:
 
 
 def _utterance(seed: int, speaker: int, phrase: int, take: int, seconds: float, voice, sample_rate: int):
-    rng = _child_rng(seed, 11, speaker, phrase, take)
+    rng = child_rng(seed, 11, speaker, phrase, take)
     return synth.synth_speech(seconds, sample_rate, rng, voice=voice, silence_fraction=0.1)
 
 
-@register("asvspoof2017")
 def write_asvspoof2017(
     root,
     seed: int = 0,
@@ -126,12 +125,12 @@ def write_asvspoof2017(
     params = {"num_speakers": num_speakers, "utterances_per_class": counts, "seconds": list(seconds),
               "sample_rate": sample_rate}
     stamp = {"kind": "asvspoof2017", "seed": int(seed), "generator_version": GENERATOR_VERSION, "params": params}
-    if _is_complete(root, stamp):
+    if is_complete(root, stamp):
         return root
     root.mkdir(parents=True, exist_ok=True)
     (root / ".minicorpus.json").unlink(missing_ok=True)
-    rng = _child_rng(seed, 1)
-    voices = [synth.random_voice(_child_rng(seed, 2, s)) for s in range(num_speakers)]
+    rng = child_rng(seed, 1)
+    voices = [synth.random_voice(child_rng(seed, 2, s)) for s in range(num_speakers)]
     envs, plays, recs = _devices(rng, sample_rate, 4, 5, 5)
     # conditions (environment, playback, recorder) per split; eval adds unseen devices
     conditions = {"train": [(0, 0, 0), (1, 1, 1), (0, 2, 1)], "dev": [(1, 0, 2), (2, 1, 0), (0, 2, 2)],
@@ -148,7 +147,7 @@ def write_asvspoof2017(
             spoof = i >= n
             j = i - n if spoof else i
             speaker, phrase = j % num_speakers, (j * 7 + si) % 10
-            urng = _child_rng(seed, 3, si, i)
+            urng = child_rng(seed, 3, si, i)
             dur = urng.uniform(*seconds)
             take = 2 * (si * 1000 + j) + int(spoof)
             x = _utterance(seed, speaker, phrase, take, dur, voices[speaker], sample_rate)
@@ -165,7 +164,7 @@ def write_asvspoof2017(
             y = signal.sosfilt(_asv_mic(urng, sample_rate), y)
             y = synth.finish_clip(y, sample_rate, urng)
             name = f"{SPLIT_PREFIX[split]}_{1000001 + i}.wav"
-            _write_wav(folder / name, y, sample_rate)
+            write_wav(folder / name, y, sample_rate)
             lines.append(f"{name} {'spoof' if spoof else 'genuine'} M{speaker + 1:04d} S{phrase + 1:02d} {fields}")
         lines_out[split] = lines
     (root / "protocol_V2").mkdir(exist_ok=True)
@@ -173,9 +172,9 @@ def write_asvspoof2017(
         (root / "protocol_V2" / PROTOCOL_NAMES[split]).write_text("\n".join(lines) + "\n")
     (root / "README.txt").write_text(
         "Miniature ASVspoof 2017 v2 -- GENERATED, not real recordings.\n"
-        f"Written by audioexp.data.minicorpus (kind=asvspoof2017, seed={seed}, generator version "
+        f"Written by audioexp.minicorpus (kind=asvspoof2017, seed={seed}, generator version "
         f"{GENERATOR_VERSION}).\nParameters: {json.dumps(params, sort_keys=True)}\n"
-        "Replayed = loudspeaker + room + attacker microphone + noise; see audioexp/data/minicorpus_asvspoof.py.\n"
+        "Replayed = loudspeaker + room + attacker microphone + noise; see audioexp/minicorpus/asvspoof2017.py.\n"
     )
-    _write_stamp(root, stamp)
+    write_stamp(root, stamp)
     return root

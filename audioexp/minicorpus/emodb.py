@@ -7,10 +7,10 @@ all in one folder::
 
     ROOT/wav/<speaker><text><emotion letter><version>.wav    e.g. ROOT/wav/03a01Fa.wav
     ROOT/README.txt          how the corpus was generated
-    ROOT/.minicorpus.json    completion stamp (see :mod:`audioexp.data.minicorpus`)
+    ROOT/.minicorpus.json    completion stamp (see :mod:`audioexp.minicorpus`)
 
 Nothing of the real corpus is used. Every speaker gets one synthetic voice
-(:class:`audioexp.data.synth.VoiceParams`; pitch and vocal-tract length by gender, other
+(:class:`audioexp.minicorpus.synth.VoiceParams`; pitch and vocal-tract length by gender, other
 parameters spread over the speakers) and acts each emotion by changing its prosody the
 way the acoustic literature describes the emotions of EmoDB (e.g. Burkhardt & Sendlmeier
 2000; Scherer 2003): anger and happiness high and wide pitch, fast, bright and loud; fear
@@ -19,7 +19,7 @@ and breathy. Each utterance varies the acted prosody a little (a few per cent in
 tempo, +-1.5 dB in level), so emotions overlap somewhat, and pauses do not carry the
 emotion: utterance ``k`` of every emotion of a speaker gets element ``k`` of one
 low-discrepancy sequence of pause fractions and noise floors
-(:func:`audioexp.data.synth.nuisance_sequence`).
+(:func:`audioexp.minicorpus.synth.nuisance_sequence`).
 """
 
 from __future__ import annotations
@@ -32,17 +32,16 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from audioexp.data import synth
+from audioexp.minicorpus import synth
 from audioexp.data.emodb import EMOTIONS, FEMALE_SPEAKERS, SPEAKERS, TEXTS
-from audioexp.data.minicorpus import (
-    _PROGRESS_MIN_FILES,
+from audioexp.minicorpus.common import (
+    PROGRESS_MIN_FILES,
     GENERATOR_VERSION,
     STAMP_NAME,
-    _child_rng,
-    _is_complete,
-    _write_stamp,
-    _write_wav,
-    register,
+    child_rng,
+    is_complete,
+    write_stamp,
+    write_wav,
     remove_own_entries,
 )
 
@@ -70,7 +69,7 @@ _DESIGN_KEY, _UTT_KEY, _NUISANCE_KEY = range(3)
 
 def _speaker_voices(seed: int, speakers: list[str]) -> dict[str, synth.VoiceParams]:
     """A neutral voice per speaker: gender-appropriate pitch and formants, stratified."""
-    rng = _child_rng(seed, _DESIGN_KEY)
+    rng = child_rng(seed, _DESIGN_KEY)
     voices = {}
     by_gender = {g: [s for s in speakers if (s in FEMALE_SPEAKERS) == (g == "f")] for g in ("m", "f")}
     for gender, group in by_gender.items():
@@ -124,7 +123,6 @@ def _is_emodb_name(path: Path) -> bool:
     return True
 
 
-@register("emodb")
 def write_emodb(
     root: str | os.PathLike,
     seed: int = 0,
@@ -190,29 +188,29 @@ def write_emodb(
         "params": params,
         "files": [f"wav/{name}" for *_, name in plan],
     }
-    if _is_complete(root, stamp):
+    if is_complete(root, stamp):
         return root
     root.mkdir(parents=True, exist_ok=True)
     (root / STAMP_NAME).unlink(missing_ok=True)
     _remove_previous(root)
 
     voices = _speaker_voices(seed, speakers)
-    offset = _child_rng(seed, _NUISANCE_KEY).random(3)
-    show = len(plan) > _PROGRESS_MIN_FILES if progress is None else progress
+    offset = child_rng(seed, _NUISANCE_KEY).random(3)
+    show = len(plan) > PROGRESS_MIN_FILES if progress is None else progress
     for s, e, t, name in tqdm(plan, desc="emodb", unit="utt", disable=not show):
-        rng = _child_rng(seed, _UTT_KEY, s, e, t)
+        rng = child_rng(seed, _UTT_KEY, s, e, t)
         voice, level_offset = acted_voice(voices[speakers[s]], emotions[e], rng)
         # the same pause fraction and noise floor for utterance t of every emotion
         nuisance = synth.nuisance_sequence(offset, s * len(TEXTS) + t)
         seconds = rng.uniform(min_seconds, max_seconds)
         clean = synth.synth_speech(seconds, sample_rate, rng, voice=voice, silence_fraction=nuisance.silence_fraction * 0.5)
         audio = synth.finish_clip(clean, sample_rate, rng, level_dbfs=_BASE_LEVEL_DBFS + level_offset, noise_floor_dbfs=nuisance.noise_floor_dbfs)
-        _write_wav(root / "wav" / name, audio, sample_rate)
+        write_wav(root / "wav" / name, audio, sample_rate)
 
     (root / "README.txt").write_text(
         "Miniature EmoDB -- GENERATED synthetic voices, not real recordings.\n\n"
-        f"Written by audioexp.data.minicorpus_emodb (kind=emodb, seed={seed}, generator version {GENERATOR_VERSION}).\n"
-        f"Python: audioexp.data.minicorpus.write_minicorpus('emodb', OUT_DIR, seed={seed}, **{json.dumps(params, sort_keys=True)})\n\n"
+        f"Written by audioexp.minicorpus.emodb (kind=emodb, seed={seed}, generator version {GENERATOR_VERSION}).\n"
+        f"Python: audioexp.minicorpus.write_minicorpus('emodb', OUT_DIR, seed={seed}, **{json.dumps(params, sort_keys=True)})\n\n"
         f"{num_speakers} speakers ({', '.join(speakers)}) x 7 emotions x {texts_per_emotion} texts, "
         f"{min_seconds:g}-{max_seconds:g} s, {sample_rate} Hz mono 16-bit WAV, in the real layout:\n"
         "  wav/<speaker><text><emotion letter>a.wav   (W anger, L boredom, E disgust, A fear, F happiness, T sadness, N neutral)\n"
@@ -221,5 +219,5 @@ def write_emodb(
         "on the emotion.\n",
         encoding="utf-8",
     )
-    _write_stamp(root, stamp)
+    write_stamp(root, stamp)
     return root

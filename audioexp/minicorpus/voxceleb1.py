@@ -8,7 +8,7 @@ cut from YouTube interviews: several videos per speaker, several utterances
 per video, 16 kHz mono 16-bit PCM WAV.  The audio and lists are distributed
 under the Creative Commons Attribution 4.0 licence (copyright of the videos
 stays with their owners).  Nothing of the real corpus is used here: the
-voices are synthesised by :mod:`audioexp.data.synth`, the names are
+voices are synthesised by :mod:`audioexp.minicorpus.synth`, the names are
 invented, and only the layout and protocol files are reproduced, so that
 reader, split and trial-list code written for the real corpus runs
 unchanged on this one::
@@ -19,7 +19,7 @@ unchanged on this one::
     ROOT/veri_test2.txt     cleaned trial list (VoxCeleb1-O cleaned)
     ROOT/vox1_meta.csv      speaker metadata, tab-separated
     ROOT/README.txt         how the corpus was generated
-    ROOT/.minicorpus.json   completion stamp (see :mod:`audioexp.data.minicorpus`)
+    ROOT/.minicorpus.json   completion stamp (see :mod:`audioexp.minicorpus`)
 
 Ids and list conventions (as in the real corpus)
 ------------------------------------------------
@@ -86,16 +86,15 @@ import numpy as np
 from scipy import signal
 from tqdm.auto import tqdm
 
-from audioexp.data import synth
-from audioexp.data.minicorpus import (
-    _PROGRESS_MIN_FILES,
+from audioexp.minicorpus import synth
+from audioexp.minicorpus.common import (
+    PROGRESS_MIN_FILES,
     GENERATOR_VERSION,
     STAMP_NAME,
-    _child_rng,
-    _is_complete,
-    _write_stamp,
-    _write_wav,
-    register,
+    child_rng,
+    is_complete,
+    write_stamp,
+    write_wav,
     remove_own_entries,
 )
 
@@ -477,9 +476,9 @@ def _write_utterance(job: tuple) -> str:
     """Synthesise and write one file; module-level so worker processes can run it."""
     path, seed, s, v, u, video, nuisance, min_seconds, max_seconds, sample_rate = job
     audio = _synth_utterance(
-        _child_rng(seed, _UTT_KEY, s, v, u), video, nuisance, min_seconds, max_seconds, sample_rate
+        child_rng(seed, _UTT_KEY, s, v, u), video, nuisance, min_seconds, max_seconds, sample_rate
     )
-    _write_wav(Path(path), audio, sample_rate)
+    write_wav(Path(path), audio, sample_rate)
     return path
 
 
@@ -574,7 +573,6 @@ def _remove_previous(root: Path) -> None:
 # --------------------------------------------------------------------------
 # Writer
 # --------------------------------------------------------------------------
-@register("voxceleb1")
 def write_voxceleb1(
     root: str | os.PathLike,
     seed: int = 0,
@@ -662,11 +660,11 @@ def write_voxceleb1(
 
     # The design (ids, voices, videos) is cheap; it is needed to know the
     # file names, so it is made before the completeness check.
-    speakers = _design_speakers(_child_rng(seed, _DESIGN_KEY), dev_ids, test_ids)
+    speakers = _design_speakers(child_rng(seed, _DESIGN_KEY), dev_ids, test_ids)
     taken: set[str] = set()
     videos = {
         s: [
-            _draw_video(_child_rng(seed, _VIDEO_KEY, s, v), spk, taken, sample_rate)
+            _draw_video(child_rng(seed, _VIDEO_KEY, s, v), spk, taken, sample_rate)
             for v in range(videos_per_speaker)
         ]
         for s, spk in enumerate(speakers)
@@ -685,7 +683,7 @@ def write_voxceleb1(
         "params": params,
         "files": [f"wav/{rel}" for *_, rel in plan] + list(LIST_FILES),
     }
-    if _is_complete(root, stamp):
+    if is_complete(root, stamp):
         return root
 
     root.mkdir(parents=True, exist_ok=True)
@@ -693,8 +691,8 @@ def write_voxceleb1(
     (root / STAMP_NAME).unlink(missing_ok=True)
     _remove_previous(root)
 
-    offset = _child_rng(seed, _NUISANCE_KEY).random(3)
-    show = len(plan) > _PROGRESS_MIN_FILES if progress is None else progress
+    offset = child_rng(seed, _NUISANCE_KEY).random(3)
+    show = len(plan) > PROGRESS_MIN_FILES if progress is None else progress
     jobs = [
         (
             str(root / "wav" / rel), seed, s, v, u, videos[s][v],
@@ -721,7 +719,7 @@ def write_voxceleb1(
     # Identification split: one test video and one validation video per speaker.
     split_of: dict[tuple[int, int], int] = {}
     for s in range(len(speakers)):
-        test_v, val_v = _child_rng(seed, _SPLIT_KEY, s).permutation(videos_per_speaker)[:2]
+        test_v, val_v = child_rng(seed, _SPLIT_KEY, s).permutation(videos_per_speaker)[:2]
         for v in range(videos_per_speaker):
             split_of[s, v] = 3 if v == test_v else 2 if v == val_v else 1
     iden = sorted((rel, split_of[s, v]) for s, v, _, rel in plan)
@@ -731,7 +729,7 @@ def write_voxceleb1(
     for s, v, _, rel in plan:
         spk = speakers[s].speaker_id
         utterances.setdefault(spk, {}).setdefault(videos[s][v].video_id, []).append(rel)
-    trial_rng = _child_rng(seed, _TRIAL_KEY)
+    trial_rng = child_rng(seed, _TRIAL_KEY)
     trials = _verification_trials(trial_rng, utterances, test_ids, trials_per_speaker)
     (root / "veri_test.txt").write_text(_format_trials(trials), encoding="utf-8")
     # The cleaned list drops a few trials (real: 37,720 -> 37,611).
@@ -756,7 +754,7 @@ def write_voxceleb1(
     changed = {k: v for k, v in params.items() if v != defaults[k]}
     kwargs = "".join(f", {k}={v!r}" for k, v in changed.items())
     command = (
-        f"python -m audioexp.data.minicorpus voxceleb1 OUT_DIR --seed {seed}"
+        f"python -m audioexp.minicorpus voxceleb1 OUT_DIR --seed {seed}"
         if not changed
         else "(not expressible on the command line; use the Python call below)"
     )
@@ -765,10 +763,10 @@ def write_voxceleb1(
     (root / "README.txt").write_text(
         "Miniature VoxCeleb1 -- GENERATED synthetic voices, not real recordings.\n"
         "\n"
-        f"Written by audioexp.data.minicorpus_voxceleb (kind=voxceleb1, seed={seed}, "
+        f"Written by audioexp.minicorpus.voxceleb1 (kind=voxceleb1, seed={seed}, "
         f"generator version {GENERATOR_VERSION}).\n"
         f"Command (OUT_DIR = this directory): {command}\n"
-        f"Python: audioexp.data.minicorpus.write_minicorpus('voxceleb1', OUT_DIR, seed={seed}{kwargs})\n"
+        f"Python: audioexp.minicorpus.write_minicorpus('voxceleb1', OUT_DIR, seed={seed}{kwargs})\n"
         f"Parameters: {json.dumps(params, sort_keys=True)}\n"
         "\n"
         f"{len(speakers)} speakers ({len(test_ids)} verification test speakers "
@@ -788,5 +786,5 @@ def write_voxceleb1(
         "Speaker names are invented.\n",
         encoding="utf-8",
     )
-    _write_stamp(root, stamp)
+    write_stamp(root, stamp)
     return root

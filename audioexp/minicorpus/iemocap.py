@@ -5,7 +5,7 @@ What it mimics
 IEMOCAP (Busso et al., 2008): five sessions, each a female and a male actor in dyadic
 dialogs, improvised (``Ses01F_impro01``) and scripted (``Ses01F_script01_1``), cut into
 utterances labelled by annotators (see :mod:`audioexp.data.iemocap`). Nothing of the real
-corpus is used: the voices are synthesised by :mod:`audioexp.data.synth`; only the layout
+corpus is used: the voices are synthesised by :mod:`audioexp.minicorpus.synth`; only the layout
 and the EmoEvaluation format are reproduced, so the reader written for the real corpus
 runs unchanged::
 
@@ -42,7 +42,7 @@ Design version 2 (:data:`DESIGN_VERSION`, in the stamp): version 1 spread the ac
 pitch and voice quality over more than the emotions moved them, and the held-out actors
 at the ends of that spread were barely learnable (a leave-one-speaker-out logistic
 regression on log-filterbank means and spreads: weighted F1 0.21 for the worst actor);
-:class:`audioexp.data.iemocap.IEMOCAPDataModule` rewrites a generated corpus of an older
+:func:`audioexp.minicorpus.prepare` (injected into the IEMOCAP DataModule) rewrites a generated corpus of an older
 design with its own seed and parameters.
 """
 
@@ -57,16 +57,15 @@ from pathlib import Path
 import numpy as np
 from tqdm.auto import tqdm
 
-from audioexp.data import synth
-from audioexp.data.minicorpus import (
-    _PROGRESS_MIN_FILES,
+from audioexp.minicorpus import synth
+from audioexp.minicorpus.common import (
+    PROGRESS_MIN_FILES,
     GENERATOR_VERSION,
     STAMP_NAME,
-    _child_rng,
-    _is_complete,
-    _write_stamp,
-    _write_wav,
-    register,
+    child_rng,
+    is_complete,
+    write_stamp,
+    write_wav,
     remove_own_entries,
 )
 
@@ -149,7 +148,7 @@ def _plan(seed: int, utterances_per_emotion: int, scripted_per_actor: int, extra
     """``(session, dialog, utterance id, actor, emotion, actor's utterance number)`` rows."""
     rows = []
     for s in range(1, 6):
-        rng = _child_rng(seed, _PLAN_KEY, s)
+        rng = child_rng(seed, _PLAN_KEY, s)
         dialogs = [f"Ses0{s}F_impro01", f"Ses0{s}M_impro02"]
         for g in "FM":
             labels = [e for e in ("neu", "hap", "ang", "sad") for _ in range(utterances_per_emotion)] + list(extra_labels)
@@ -173,7 +172,6 @@ def _remove_previous(root: Path) -> None:
     remove_own_entries(root, lambda p: p.is_dir() and bool(_SESSION_DIR_RE.match(p.name)))
 
 
-@register("iemocap")
 def write_iemocap(
     root: str | os.PathLike,
     seed: int = 0,
@@ -239,18 +237,18 @@ def write_iemocap(
         "params": params,
         "files": sorted(wav.values()) + evaluations,
     }
-    if _is_complete(root, stamp):
+    if is_complete(root, stamp):
         return root
     root.mkdir(parents=True, exist_ok=True)
     (root / STAMP_NAME).unlink(missing_ok=True)
     _remove_previous(root)
 
-    voices = _design_actors(_child_rng(seed, _DESIGN_KEY))
-    offset = _child_rng(seed, _NUISANCE_KEY).random(3)
+    voices = _design_actors(child_rng(seed, _DESIGN_KEY))
+    offset = child_rng(seed, _NUISANCE_KEY).random(3)
     durations: dict[str, float] = {}
-    show = len(plan) > _PROGRESS_MIN_FILES if progress is None else progress
+    show = len(plan) > PROGRESS_MIN_FILES if progress is None else progress
     for s, dialog, utt, actor, emotion, k in tqdm(plan, desc="iemocap", unit="utt", disable=not show):
-        rng = _child_rng(seed, _UTT_KEY, s, "FM".index(actor[-1]), k)
+        rng = child_rng(seed, _UTT_KEY, s, "FM".index(actor[-1]), k)
         nuisance = synth.nuisance_sequence(offset, k)
         n = int(round(rng.uniform(min_seconds, max_seconds) * sample_rate))
         clean = synth.synth_speech(
@@ -259,7 +257,7 @@ def write_iemocap(
         )
         audio = synth.match_level(clean, nuisance.level_dbfs, sample_rate)
         audio = audio + synth.background_noise(n, rng, nuisance.noise_floor_dbfs)
-        _write_wav(root / wav[utt], audio, sample_rate)
+        write_wav(root / wav[utt], audio, sample_rate)
         durations[utt] = n / sample_rate
 
     # EmoEvaluation: utterances in dialog order with running times, as in the release
@@ -267,7 +265,7 @@ def write_iemocap(
     for s, dialog, utt, _, emotion, _ in plan:
         by_dialog.setdefault((s, dialog), []).append((utt, emotion))
     for (s, dialog), items in by_dialog.items():
-        rng = _child_rng(seed, _PLAN_KEY, 100 + s, len(dialog))
+        rng = child_rng(seed, _PLAN_KEY, 100 + s, len(dialog))
         order = rng.permutation(len(items))
         lines = ["% [START_TIME - END_TIME] TURN_NAME EMOTION [V, A, D]", ""]
         t = 1.0
@@ -287,8 +285,8 @@ def write_iemocap(
     improvised = sum(1 for _, d, _, _, e, _ in plan if "_impro" in d and e in ("neu", "hap", "ang", "sad"))
     (root / "README.txt").write_text(
         "Miniature IEMOCAP -- GENERATED synthetic actors and emotions, not real recordings.\n\n"
-        f"Written by audioexp.data.minicorpus_iemocap (kind=iemocap, seed={seed}, generator version {GENERATOR_VERSION}, design {DESIGN_VERSION}).\n"
-        f"Python: audioexp.data.minicorpus.write_minicorpus('iemocap', OUT_DIR, seed={seed}, ...)\n"
+        f"Written by audioexp.minicorpus.iemocap (kind=iemocap, seed={seed}, generator version {GENERATOR_VERSION}, design {DESIGN_VERSION}).\n"
+        f"Python: audioexp.minicorpus.write_minicorpus('iemocap', OUT_DIR, seed={seed}, ...)\n"
         f"Parameters: {json.dumps(params, sort_keys=True)}\n\n"
         f"{len(plan)} utterances of 10 actors in 5 sessions ({improvised} improvised of the four classes), "
         f"{min_seconds:g}-{max_seconds:g} s, {sample_rate} Hz, mono, 16-bit PCM WAV, in the real layout:\n"
@@ -298,5 +296,5 @@ def write_iemocap(
         "loudness and pauses follow one sequence for every actor and so carry no label.\n",
         encoding="utf-8",
     )
-    _write_stamp(root, stamp)
+    write_stamp(root, stamp)
     return root
