@@ -45,12 +45,18 @@ def run(cfg: DictConfig) -> float | None:
     log.info("metrics written to %s", out)
     for key in sorted(k for k in metrics if k.startswith("test/")):
         log.info("%s = %.4f", key, metrics[key])
-    name = cfg.get("optimized_metric")
+    return optimized_value(metrics, cfg.get("optimized_metric"))
+
+
+def optimized_value(metrics: dict[str, float], name: str | None) -> float | None:
+    """The value a sweeper optimises: ``metrics[name]``, None when ``name`` is unset or the
+    value is not finite (the sweeper then records a failed trial). A name the task does not
+    report is a configuration error: a sweep would optimise nothing."""
     if not name:
         return None
     if name not in metrics:
-        log.warning("optimized_metric %r is not among the task's metrics %s", name, sorted(metrics))
-        return None
+        raise KeyError(f"optimized_metric={name!r} is not among the metrics this task reported "
+                       f"(metrics.json has them): {sorted(metrics)}")
     value = float(metrics[name])
     return value if math.isfinite(value) else None
 

@@ -23,6 +23,16 @@ os.environ.setdefault("WANDB_CONSOLE", "off")
 torch.set_num_threads(max(1, min(2, os.cpu_count() or 1)))
 
 
+def experiment_task(name: str) -> str:
+    """The task an experiment file chooses (``override /task: X`` in its defaults; train if none)."""
+    from omegaconf import OmegaConf
+
+    for item in OmegaConf.load(CONF_DIR / "experiment" / f"{name}.yaml").get("defaults", []):
+        if OmegaConf.is_dict(item) and "override /task" in item:
+            return str(item["override /task"])
+    return "train"
+
+
 def compose_config(overrides: list[str], output_dir: Path) -> DictConfig:
     """Compose ``conf/`` as ``python -m audioexp`` would, with outputs under ``output_dir``."""
     GlobalHydra.instance().clear()

@@ -229,3 +229,25 @@ def masked_mean_variance_normalize(
     mean = (x * mask).sum(dim=-1, keepdim=True) / count
     var = (((x - mean) * mask) ** 2).sum(dim=-1, keepdim=True) / count
     return (x - mean) / (var.sqrt() + eps) * mask
+
+
+def check_sample_rate(audio_rate: int | None, frontend_rate: int | None, frontend: str = "the front-end") -> None:
+    """Raise when audio at ``audio_rate`` Hz would reach a front-end built for ``frontend_rate`` Hz.
+
+    Filterbank edges, window lengths in samples and mel matrices are computed from the
+    front-end's rate: fed another rate they silently compute something else. Either rate
+    unknown (None) passes. The configs give front-ends ``${data.sample_rate}``; this catches
+    a front-end whose rate was set by hand.
+
+    >>> check_sample_rate(16000, 16000)
+    >>> check_sample_rate(8000, 16000)
+    Traceback (most recent call last):
+    ...
+    ValueError: the data gives 8000 Hz audio, but the front-end was built for 16000 Hz: give both one rate (data.sample_rate; the front-ends' sample_rate follows it as ${data.sample_rate})
+    """
+    if audio_rate is None or frontend_rate is None or int(audio_rate) == int(frontend_rate):
+        return
+    raise ValueError(
+        f"the data gives {int(audio_rate)} Hz audio, but {frontend} was built for {int(frontend_rate)} Hz: give both "
+        "one rate (data.sample_rate; the front-ends' sample_rate follows it as ${data.sample_rate})"
+    )

@@ -19,6 +19,7 @@ from lightning.pytorch.loggers import WandbLogger
 from torch import nn
 from torchmetrics import MaxMetric
 
+from audioexp.features.functional import check_sample_rate
 from audioexp.metrics.classification import classification_metrics, confusion_matrix_metric
 from audioexp.metrics.functional import confusion_error_rates
 
@@ -77,6 +78,12 @@ class AudioClassifier(L.LightningModule):
         self.val_acc_best = MaxMetric()
         # per-class error rates and the confusion-matrix image only make sense for few classes
         self.per_class_metrics = num_classes <= 20
+
+    def setup(self, stage: str) -> None:
+        """Refuse audio at another rate than the front-end was built for (both rates in the error)."""
+        datamodule = getattr(getattr(self, "_trainer", None), "datamodule", None)
+        check_sample_rate(getattr(datamodule, "sample_rate", None), getattr(self.frontend, "sample_rate", None),
+                          f"the front-end {type(self.frontend).__name__}")
 
     # --- forward -------------------------------------------------------------------------
     def feature_map(self, waveform: torch.Tensor) -> torch.Tensor:

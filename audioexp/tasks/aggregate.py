@@ -1,7 +1,7 @@
 """``task=aggregate``: mean and standard deviation of every metric over a multirun's jobs.
 
     python -m audioexp -m +experiment=iemocap_adresnet data.fold=0,1,2,3,4 model.pretrained_run=RUN
-    python -m audioexp task=aggregate +aggregate.sweep_dir=logs/train/multiruns/iemocap_adresnet/DATE
+    python -m audioexp task=aggregate aggregate.sweep_dir=logs/train/multiruns/iemocap_adresnet/DATE
 
 Reads ``<sweep_dir>/<job>/metrics.json`` of every job (Hydra's numbered sub-dirs), writes
 ``aggregate.json`` (per metric: mean, sample standard deviation, n, the per-job values) and
@@ -21,6 +21,7 @@ import numpy as np
 from omegaconf import DictConfig, OmegaConf
 
 from audioexp.tasks.registry import register_task
+from audioexp.tasks.skeleton import TaskRun
 from audioexp.utils.files import atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -91,11 +92,13 @@ def _job_overrides(sweep_dir: Path, job: str) -> str:
 def aggregate(cfg: DictConfig) -> dict[str, float]:
     opts = cfg.get("aggregate") or {}
     if not opts.get("sweep_dir"):
-        raise ValueError("task=aggregate needs +aggregate.sweep_dir=<the dir of a multirun> (e.g. logs/train/multiruns/NAME/DATE)")
+        raise ValueError("task=aggregate needs aggregate.sweep_dir=<the dir of a multirun> (e.g. logs/train/multiruns/NAME/DATE)")
+    run = TaskRun(cfg, seed=False)
+    run.save_config()
     sweep_dir = Path(opts.sweep_dir)
     jobs = read_sweep(sweep_dir, bool(opts.get("allow_missing", False)))
     stats = aggregate_metrics([m for _, m in jobs])
-    out_dir = Path(opts.get("output") or cfg.paths.output_dir)
+    out_dir = Path(opts.get("output") or run.output_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "aggregate.json", {"sweep_dir": str(sweep_dir), "jobs": [j for j, _ in jobs], "metrics": stats})
     shown = [k for k in stats if k.startswith("test/") and not k.startswith("test/err_")] or list(stats)
@@ -110,4 +113,4 @@ def aggregate(cfg: DictConfig) -> dict[str, float]:
     for k, s in stats.items():
         metrics[f"{k}/mean"] = s["mean"]
         metrics[f"{k}/std"] = s["std"]
-    return metrics
+    return run.finish(metrics)

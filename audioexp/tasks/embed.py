@@ -16,6 +16,7 @@ from omegaconf import DictConfig
 
 from audioexp.inference import cosine_score, embed_file, load_run
 from audioexp.tasks.registry import register_task
+from audioexp.tasks.skeleton import TaskRun
 
 log = logging.getLogger(__name__)
 
@@ -25,10 +26,12 @@ def embed(cfg: DictConfig) -> dict[str, float]:
     opts = cfg.get("embed") or {}
     if not opts.get("run_dir") or not opts.get("files"):
         raise ValueError("task=embed needs embed.run_dir=<train run dir> and embed.files=[a.wav,...]")
+    run = TaskRun(cfg)
+    run.save_config()
     model = load_run(opts.run_dir, opts.get("checkpoint", "best"))
     files = [str(f) for f in opts.files]
     embeddings = np.stack([embed_file(model, f) for f in files])
-    out = Path(opts.get("output") or Path(cfg.paths.output_dir) / "embeddings.npz")
+    out = Path(opts.get("output") or run.output_dir / "embeddings.npz")
     out.parent.mkdir(parents=True, exist_ok=True)
     np.savez(out, embeddings=embeddings, files=np.array(files))
     log.info("%d embeddings of dimension %d written to %s", len(files), embeddings.shape[1], out)
@@ -36,4 +39,4 @@ def embed(cfg: DictConfig) -> dict[str, float]:
     if len(files) == 2:
         metrics["score"] = cosine_score(embeddings[0], embeddings[1])
         log.info("cosine score of %s and %s: %.4f", files[0], files[1], metrics["score"])
-    return metrics
+    return run.finish(metrics)

@@ -11,8 +11,8 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from audioexp.tasks.registry import register_task
-from audioexp.tasks.train import scalar_metrics
-from audioexp.utils.runs import build_model, find_checkpoint, instantiate_loggers, load_run_config
+from audioexp.tasks.skeleton import TaskRun, scalar_metrics
+from audioexp.utils.runs import build_model, find_checkpoint, load_run_config
 
 log = logging.getLogger(__name__)
 
@@ -24,6 +24,8 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     split = cfg.eval.get("split", "test")
     if split not in ("val", "test"):
         raise ValueError(f"eval.split must be 'val' or 'test', got {split!r}")
+    run = TaskRun(cfg)
+    run.save_config()
     run_cfg = load_run_config(cfg.eval.run_dir)
     ckpt = find_checkpoint(cfg.eval.run_dir, cfg.eval.get("checkpoint", "best"))
     with open_dict(run_cfg):
@@ -34,9 +36,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     log.info("evaluating %s on the %s split of %s", ckpt, split, run_cfg.data.root)
     datamodule = hydra.utils.instantiate(run_cfg.data)
     model = build_model(run_cfg)
-    trainer = hydra.utils.instantiate(cfg.trainer, logger=instantiate_loggers(cfg.get("logger")) or False)
+    trainer = hydra.utils.instantiate(cfg.trainer, logger=run.loggers() or False)
     if split == "val":
         trainer.validate(model=model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=False)
     else:
         trainer.test(model=model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=False)
-    return scalar_metrics(trainer.callback_metrics)
+    return run.finish(scalar_metrics(trainer.callback_metrics), log_metrics=False)  # the Trainer logged them

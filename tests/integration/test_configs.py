@@ -8,7 +8,8 @@ import torch
 from omegaconf import OmegaConf
 
 from audioexp.tasks import TASKS
-from audioexp.tasks.train import fill_classes_from_data, resolved_config
+from audioexp.tasks.skeleton import resolved_config
+from audioexp.tasks.train import fill_classes_from_data
 from audioexp.utils.runs import build_model, instantiate_callbacks, instantiate_loggers
 from tests.conftest import CONF_DIR, compose_config
 
@@ -36,14 +37,27 @@ def _experiment_defaults() -> dict[str, dict[str, str]]:
     return chosen
 
 
+def _task_groups() -> dict[str, set[str]]:
+    """task -> the config groups its ``conf/task/<task>.yaml`` brings."""
+    out = {}
+    for path in sorted((CONF_DIR / "task").glob("*.yaml")):
+        groups = set()
+        for item in OmegaConf.load(path).get("defaults", []):
+            if OmegaConf.is_dict(item):
+                groups |= {str(k).lstrip("/") for k in item}
+        out[path.stem] = groups
+    return out
+
+
 def context_for(group: str, option: str) -> list[str]:
     """Overrides that put ``group=option`` among parts it is meant to work with.
 
     Options of data, features and model only make sense together (a VoxCeleb model on
     FM broadcast clips does not): compose each inside an experiment that picks it, or the
-    experiment whose data family it belongs to.
+    experiment whose data family it belongs to; a group that only some tasks use (backend,
+    embedder, probe) inside an experiment of such a task; a task on its own.
     """
-    if group == "experiment":
+    if group in ("experiment", "task"):
         return [override(group, option)]
     experiments = _experiment_defaults()
     for name, picks in experiments.items():
@@ -52,6 +66,10 @@ def context_for(group: str, option: str) -> list[str]:
     family = option.split("_")[0]
     for name, picks in experiments.items():
         if group == "data" and picks.get("data", "").split("_")[0] == family:
+            return [f"+experiment={name}", override(group, option)]
+    tasks = _task_groups()
+    for name, picks in experiments.items():
+        if group in tasks.get(picks.get("task", "train"), ()):
             return [f"+experiment={name}", override(group, option)]
     return ["+experiment=demo", override(group, option)]
 
@@ -71,8 +89,9 @@ def test_experiment_not_in_primary_defaults():
 
 @pytest.mark.parametrize("group,option", OPTIONS, ids=[f"{g}={o}" for g, o in OPTIONS])
 def test_option_composes_and_resolves(group, option, tmp_path):
-    cfg = compose_config([override(group, option)], tmp_path)
-    assert OmegaConf.select(cfg, "task") in TASKS
+    if group in APPENDED_GROUPS or group in ("task", "logger", "paths", "hydra") or group in _task_groups()["train"]:
+        cfg = compose_config([override(group, option)], tmp_path)  # on its own, in the default task
+        assert OmegaConf.select(cfg, "task") in TASKS
     cfg = compose_config(context_for(group, option), tmp_path)
     # every interpolation resolves (hydra's own node aside), and the task is a registered one
     resolved = resolved_config(cfg)
@@ -91,9 +110,13 @@ def test_option_instantiates(group, option, tmp_path, imagenet_hub_cache, corpor
         pytest.skip(f"{group} holds no _target_ of its own; composing and resolving it is the test")
     overrides = context_for(group, option)
     cfg = compose_config(overrides, tmp_path)
-    cfg = compose_config([*overrides, f"data.root={corpora[cfg.data._target_]}"], tmp_path)
-    if cfg.task != "train":  # probe, fit_gmm, ...: they build their own parts; their tests run them whole
-        assert hydra.utils.instantiate(cfg.data) is not None
+    if "data" in cfg:
+        cfg = compose_config([*overrides, f"data.root={corpora[cfg.data._target_]}"], tmp_path)
+    if cfg.task != "train":  # probe, fit_gmm, ...: their parts here; their tests run them whole
+        extra = {"probe": {"seed": 0}, "backend": {"_partial_": True}}
+        for node in ("data", "backend", "probe"):
+            if cfg.get(node) is not None:
+                assert hydra.utils.instantiate(cfg[node], **extra.get(node, {})) is not None
         return
     gpus = _needs_gpus(cfg)
     if gpus > torch.cuda.device_count():

@@ -88,7 +88,7 @@ def test_multirun_gives_one_row_per_embedder(tmp_path, emodb_corpus, cache_dir):
 
 
 def test_probe_without_embedder_says_how_to_choose_one(tmp_path, emodb_corpus):
-    cfg = compose_config(["task=probe", "data=emodb", "probe=quick", f"data.root={emodb_corpus}", "logger=none"], tmp_path)
+    cfg = compose_config(["task=probe", "~embedder", "probe=quick", f"data.root={emodb_corpus}", "logger=none"], tmp_path)
     with pytest.raises(ValueError, match="embedder=compare"):
         run(cfg)
 

@@ -13,11 +13,11 @@ from omegaconf import OmegaConf
 
 from audioexp.__main__ import run
 from audioexp.utils.wandb_offline import find_offline_runs, read_offline_run
-from tests.conftest import CONF_DIR, compose_config
+from tests.conftest import CONF_DIR, compose_config, experiment_task
 
 # experiments of the train task (other tasks, e.g. probe or fit_gmm, have their own tests)
 EXPERIMENTS = sorted(
-    p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if OmegaConf.load(p).get("task", "train") == "train"
+    p.stem for p in (CONF_DIR / "experiment").glob("*.yaml") if experiment_task(p.stem) == "train"
 )
 
 
@@ -61,7 +61,7 @@ def test_train_then_evaluate_saved_run(tmp_path, fm_corpus):
     for split in ("test", "val"):
         eval_dir = tmp_path / f"eval_{split}"
         cfg = compose_config(
-            ["task=evaluate", f"eval.run_dir={train_dir}", f"eval.split={split}", "logger=none", "callbacks=none"], eval_dir
+            ["task=evaluate", f"eval.run_dir={train_dir}", f"eval.split={split}", "logger=none"], eval_dir
         )
         run(cfg)
         metrics = json.loads((eval_dir / "metrics.json").read_text())
@@ -160,3 +160,18 @@ def test_fast_dev_run_of_tasks_without_a_trainer(experiment, tmp_path, corpora):
         assert any(k.startswith("eval/") and k.endswith("/eer") for k in metrics)
     if cfg.task == "probe":
         assert metrics["num_files"] == 7 * 10  # one per emotion and speaker
+
+
+def test_one_sample_rate(tmp_path, fm_corpus, asvspoof_corpus):
+    """Front-ends follow data.sample_rate; one set to another rate by hand stops the run at setup."""
+    assert not [p for p in (CONF_DIR / "features").glob("*.yaml") if "16000" in p.read_text()]
+    cfg = compose_config(["+experiment=demo", "data.sample_rate=8000"], tmp_path)
+    assert cfg.features.sample_rate == 8000
+    cfg = compose_config(["+experiment=demo", "+debug=fdr", f"data.root={fm_corpus}", "data.sample_rate=8000",
+                          "features.sample_rate=16000", "logger=none"], tmp_path)
+    with pytest.raises(ValueError, match=r"the data gives 8000 Hz audio, but the front-end LogMelSpectrogram was built for 16000 Hz"):
+        run(cfg)
+    cfg = compose_config(["+experiment=asvspoof17_sdfb_gmm", "+debug=fdr", f"data.root={asvspoof_corpus}",
+                          "data.sample_rate=8000", "frontends.sdfb.sample_rate=16000", "logger=none"], tmp_path / "gmm")
+    with pytest.raises(ValueError, match=r"8000 Hz audio, but the front-end 'sdfb' was built for 16000 Hz"):
+        run(cfg)

@@ -45,7 +45,7 @@ def test_pretrain_finetune_with_ad_and_aggregate_over_folds(tmp_path, voxceleb_c
             assert (tuned - speaker_state[conv]).abs().max() < 0.05 * speaker_state[conv].abs().max() + 1e-3
 
     agg = tmp_path / "aggregate"
-    result = run(compose_config(["task=aggregate", f"+aggregate.sweep_dir={sweep}", "logger=none"], agg))
+    result = run(compose_config(["task=aggregate", f"aggregate.sweep_dir={sweep}", "logger=none"], agg))
     assert result is None  # no optimized metric of its own
     metrics = json.loads((agg / "metrics.json").read_text())
     values = [json.loads((sweep / j / "metrics.json").read_text())["test/weighted_f1"] for j in ("0", "1")]
@@ -74,5 +74,5 @@ def test_aggregate_statistics_and_missing_jobs(tmp_path):
     assert len(read_sweep(sweep, allow_missing=True)) == 5
     with pytest.raises(FileNotFoundError, match="does not exist"):
         read_sweep(tmp_path / "nowhere")
-    with pytest.raises(ValueError, match=r"\+aggregate.sweep_dir"):
+    with pytest.raises(ValueError, match=r"aggregate.sweep_dir"):
         run(compose_config(["task=aggregate", "logger=none"], tmp_path / "out"))

@@ -12,7 +12,7 @@ from omegaconf import OmegaConf
 from audioexp.data.audio import load_audio
 from audioexp.data.emodb import EmoDBDataModule
 from audioexp.embedders.embedders import OpenSmileEmbedder, RunEmbedder
-from audioexp.tasks.probe import get_embeddings
+from audioexp.systems.embedding_probe import get_embeddings
 from tests.conftest import compose_config
 
 
@@ -88,7 +88,7 @@ def test_cache_is_keyed_by_settings_and_files(tmp_path, tiny_emodb, tiny_dm):
 
 def test_run_embedder_gives_the_runs_embed_output_in_file_order(tmp_path, tiny_dm, imagenet_hub_cache):
     """A finished run (config + checkpoint) embeds every file as model.embed does."""
-    from audioexp.tasks.train import resolved_config
+    from audioexp.tasks.skeleton import resolved_config
     from audioexp.utils.runs import RESOLVED_CONFIG, build_model
 
     run_dir = tmp_path / "run"

@@ -10,7 +10,7 @@ from sklearn.preprocessing import StandardScaler
 
 from audioexp.probes.classifiers import CLASSIFIERS, fit_and_score, grid_search, param_grid, pooled_confusion
 from audioexp.probes.functional import evaluation_splits, leave_one_speaker_out, speaker_split, speaker_standardize
-from audioexp.tasks.probe import markdown_table, summarize
+from audioexp.systems.embedding_probe import markdown_table, summarize
 
 
 def _speakers(rng, n_speakers=6, per=12):

@@ -147,3 +147,13 @@ def test_config_tree_resolves_and_saves(tmp_path):
     bad = OmegaConf.create({"data": {"root": "${paths.missing}"}, "paths": {}})
     with pytest.raises(Exception, match="missing"):
         print_config_tree(bad)
+
+
+def test_optimized_metric_must_be_reported():
+    from audioexp.__main__ import optimized_value
+
+    assert optimized_value({"val/acc_best": 0.75}, "val/acc_best") == 0.75
+    assert optimized_value({"val/acc_best": float("nan")}, "val/acc_best") is None  # a failed trial
+    assert optimized_value({"val/acc_best": 0.75}, None) is None
+    with pytest.raises(KeyError, match=r"optimized_metric='val/acc_bset'.*val/acc_best"):
+        optimized_value({"val/acc_best": 0.75}, "val/acc_bset")

@@ -1,0 +1,158 @@
+"""The GMM replay countermeasure of Wickramasinghe et al. (ICASSP 2019) and the ASVspoof 2017
+baseline: front-ends, two GMMs per system, fusion at feature or score level.
+
+Paper: ``../shared/seeds/004_e732ba0d7f2022fb.txt``; corpus: :mod:`audioexp.data.asvspoof2017`;
+configs: ``conf/task/fit_gmm.yaml`` (the ``gmm`` block), ``conf/backend/`` and the
+``asvspoof17_*`` experiments; notes: ``experiments/asvspoof2017.md``.
+
+For every front-end (and every feature-level fusion: frames of several front-ends side by
+side) one *system*: two GMMs (genuine, spoof) trained on ``train`` and scored on ``dev``,
+and two retrained on ``train + dev`` and scored on ``eval``, as the paper does. A score
+fusion is a logistic regression trained on the dev scores of its systems and applied to
+their eval scores. Features are cached on disk (``cache_dir``), keyed by the front-end's
+settings and the protocol list, so that a sweep over back-ends computes them once.
+
+Parts: front-ends in :mod:`audioexp.features.replay` and :mod:`audioexp.features.cqcc`,
+the GMM back-end in :mod:`audioexp.backends.gmm` (or its torch EM), the fusion in
+:mod:`audioexp.backends.fusion`.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+
+from audioexp.backends.fusion import LogisticRegressionFusion
+from audioexp.data.manifest import cache_key
+from audioexp.features.functional import check_sample_rate
+
+log = logging.getLogger(__name__)
+
+__all__ = ["GMMReplayCountermeasure", "extract_features"]
+
+Frontend = Callable[[np.ndarray], np.ndarray]
+
+
+def extract_features(corpus, frontend, split: str, cache_dir: Path | None) -> tuple[list[np.ndarray], np.ndarray]:
+    """Frames of every utterance of a split (``(frames, dim)`` each) and their labels, read
+    from / written to the on-disk cache."""
+    paths, labels = corpus.utterances(split)
+    proto = corpus.protocol_file(split)
+    settings = frontend.settings()
+    key = cache_key(sorted(settings.items()), str(Path(corpus.root).resolve()), split, proto.stat().st_mtime, len(paths))
+    cache = cache_dir / f"{settings['class']}-{split}-{key}.npz" if cache_dir else None
+    if cache is not None and cache.exists():
+        with np.load(cache) as data:
+            bounds = np.cumsum(np.concatenate([[0], data["lengths"]]))
+            feats = [data["frames"][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+        if len(feats) == len(paths):
+            log.info("%s features of %s read from %s", split, settings["class"], cache)
+            return feats, labels
+    start = time.perf_counter()
+    feats = [np.asarray(frontend(corpus.load(p)), dtype=np.float32) for p in paths]
+    log.info("%s: %d utterances -> %s features in %.1f s", split, len(paths), feats[0].shape[1:],
+             time.perf_counter() - start)
+    if cache is not None:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        tmp = cache.with_suffix(".tmp.npz")
+        np.savez(tmp, frames=np.concatenate(feats), lengths=np.array([len(f) for f in feats]))
+        tmp.replace(cache)
+    return feats, labels
+
+
+class GMMReplayCountermeasure:
+    """Front-ends + GMM back-end + fusion, scored on a corpus's dev and eval protocols.
+
+    Parameters
+    ----------
+    frontends : mapping of str to callable
+        ``name -> frontend``: waveform (samples,) to frames (frames, dim), with a
+        ``settings()`` dict that keys the feature cache.
+    backend : callable
+        Makes a new, unfitted back-end (``fit(frames_per_utterance, labels)`` and
+        ``score(frames_per_utterance)``: one LLR per utterance, higher = genuine).
+    protocols : sequence of {"dev", "eval"}
+        dev: GMMs trained on train; eval: GMMs trained on train + dev.
+    feature_fusion : sequence of sequences of str
+        Front-ends whose frames are concatenated into one more system (``"cf+cm"``).
+    score_fusion : sequence of sequences of str
+        Systems fused at score level (``"score(cf+cm)"``); needs both protocols.
+    cache_dir : path, optional
+        Where features are cached (none: computed every time).
+    """
+
+    def __init__(
+        self,
+        frontends: Mapping[str, Frontend],
+        backend: Callable[[], object],
+        protocols: Sequence[str] = ("dev", "eval"),
+        feature_fusion: Sequence[Sequence[str]] = (),
+        score_fusion: Sequence[Sequence[str]] = (),
+        cache_dir: str | Path | None = None,
+    ) -> None:
+        self.protocols = list(protocols)
+        if not self.protocols or not set(self.protocols) <= {"dev", "eval"}:
+            raise ValueError(f"gmm.protocols must list 'dev' and/or 'eval', got {self.protocols}")
+        if score_fusion and set(self.protocols) != {"dev", "eval"}:
+            raise ValueError("score fusion trains its weights on dev scores and applies them to eval: "
+                             "gmm.protocols must hold both")
+        if not frontends:
+            raise ValueError("no front-end: list at least one under `frontends` (see the asvspoof17_* experiments)")
+        for parts in [*feature_fusion, *score_fusion]:
+            known = set(frontends) | {"+".join(f) for f in feature_fusion}
+            unknown = [p for p in parts if p not in known]
+            if unknown:
+                raise ValueError(f"fusion of {list(parts)}: no system named {unknown}; systems are {sorted(known)}")
+        self.frontends = dict(frontends)
+        self.backend = backend
+        self.feature_fusion = [list(f) for f in feature_fusion]
+        self.score_fusion = [list(f) for f in score_fusion]
+        self.cache_dir = Path(cache_dir) if cache_dir else None
+
+    @property
+    def splits(self) -> list[str]:
+        """The splits whose features are needed (train always; dev also for eval's GMMs)."""
+        return sorted({"train", *self.protocols, *(["dev"] if "eval" in self.protocols else [])})
+
+    def features(self, corpus) -> tuple[dict[str, dict[str, list[np.ndarray]]], dict[str, np.ndarray]]:
+        """``system -> split -> frames per utterance`` (front-ends and feature fusions) and labels."""
+        feats: dict[str, dict[str, list[np.ndarray]]] = {}
+        labels: dict[str, np.ndarray] = {}
+        for name, frontend in self.frontends.items():
+            check_sample_rate(getattr(corpus, "sample_rate", None), getattr(frontend, "sample_rate", None),
+                              f"the front-end {name!r}")
+            feats[name] = {}
+            for split in self.splits:
+                feats[name][split], labels[split] = extract_features(corpus, frontend, split, self.cache_dir)
+        for parts in self.feature_fusion:
+            feats["+".join(parts)] = {
+                split: [np.concatenate(frames, axis=1) for frames in zip(*(feats[p][split] for p in parts))]
+                for split in self.splits
+            }
+        return feats, labels
+
+    def _score_system(self, feats: Mapping[str, list[np.ndarray]], labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+        scores = {}
+        for split in self.protocols:
+            train_splits = ["train"] if split == "dev" else ["train", "dev"]
+            backend = self.backend()
+            backend.fit([f for s in train_splits for f in feats[s]], np.concatenate([labels[s] for s in train_splits]))
+            scores[split] = backend.score(feats[split])
+        return scores
+
+    def score(self, corpus) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
+        """``system -> split -> LLR per utterance`` (score fusions included) and the labels."""
+        feats, labels = self.features(corpus)
+        scores: dict[str, dict[str, np.ndarray]] = {}
+        for name, per_split in feats.items():
+            log.info("system %s: GMMs for %s", name, self.protocols)
+            scores[name] = self._score_system(per_split, labels)
+        for parts in self.score_fusion:
+            fusion = LogisticRegressionFusion().fit(np.stack([scores[p]["dev"] for p in parts], 1), labels["dev"])
+            log.info("score fusion of %s: weights %s, bias %.3f", parts, fusion.weights, fusion.bias)
+            scores["score(" + "+".join(parts) + ")"] = {"eval": fusion(np.stack([scores[p]["eval"] for p in parts], 1))}
+        return scores, labels
