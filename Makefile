@@ -52,7 +52,7 @@ bench: install
 # VoxCeleb1, scaled for a CPU (a narrower VGG with lighter dropout, shorter crops, and a
 # smaller lambda: lambda = 5 collapses the embeddings on this corpus, see
 # experiments/voxceleb.md): 10-25 minutes each on 2 cores.
-VOXMINI := data=voxceleb1_mini model.width=0.125 data.crop_seconds=1.5 model.dropout=0.1 trainer.max_epochs=60 logger=csv
+VOXMINI := data=voxceleb1_mini model.backbone.width=0.125 data.crop_seconds=1.5 model.backbone.dropout=0.1 trainer.max_epochs=60 logger=csv
 VOXMINI_LAMBDA := model.center_loss_weight=0.04
 voxceleb-mini: install
 	$(BIN)/python -m audioexp +experiment=voxceleb_centerloss $(VOXMINI) $(VOXMINI_LAMBDA)

@@ -150,6 +150,7 @@ class TableOneResNet(FeatureExtractor):
             channels[f"transition{i}"] = out
         self.blocks = nn.ModuleDict(blocks)
         self.block_channels = channels
+        self.conv1_stride = conv1_stride
 
 
 class VGG5(FeatureExtractor):

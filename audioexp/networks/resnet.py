@@ -51,11 +51,11 @@ def load_imagenet_resnet18_state_dict() -> dict[str, torch.Tensor]:
         return ResNet18_Weights.IMAGENET1K_V1.get_state_dict(progress=False, check_hash=False)
     except Exception as err:  # URLError, HTTPError, OSError, ...: all mean "not available"
         raise PretrainedWeightsMissing(
-            "model.pretrained=imagenet needs torchvision's ImageNet ResNet18 weights, which are "
+            "model.backbone.pretrained=imagenet needs torchvision's ImageNet ResNet18 weights, which are "
             f"not in the torch hub cache and could not be downloaded ({type(err).__name__}: {err}).\n"
             f"  Place the file {path.name} (from {ResNet18_Weights.IMAGENET1K_V1.url}) at\n"
             f"    {path}\n"
-            "  (set TORCH_HOME to use another cache), or train from scratch with model.pretrained=none."
+            "  (set TORCH_HOME to use another cache), or train from scratch with model.backbone.pretrained=none."
         ) from err
 
 

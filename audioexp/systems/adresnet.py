@@ -18,6 +18,7 @@ loads that run's extractor with ``pretrained=run pretrained_run=DIR``.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 from pathlib import Path
 
@@ -27,7 +28,7 @@ from torch import nn
 from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassF1Score
 
-from audioexp.networks.adresnet import ADOutput, AttributeDisentanglement, build_extractor
+from audioexp.networks.adresnet import ADOutput
 from audioexp.systems.classification import AudioClassifier
 
 log = logging.getLogger(__name__)
@@ -40,23 +41,33 @@ HOW_TO_PRETRAIN = (
 )
 
 
-def load_pretrained_extractor(extractor: nn.Module, run_dir: str | Path, network: str, conv1_stride: int, which: str = "best") -> Path:
+def _network_of(model_cfg) -> tuple[str, int]:
+    """(extractor class name, conv1 stride) a run's ``model`` node trained: its injected
+    ``backbone`` node, or the ``network``/``conv1_stride`` keys of runs saved before."""
+    if model_cfg.get("backbone") is not None:
+        backbone = model_cfg.backbone
+        return str(backbone._target_).rsplit(".", 1)[-1], int(backbone.get("conv1_stride", 1))
+    legacy = {"resnet": "TableOneResNet", "vgg5": "VGG5"}
+    return legacy.get(str(model_cfg.get("network")), str(model_cfg.get("network"))), int(model_cfg.get("conv1_stride", 1))
+
+
+def load_pretrained_extractor(extractor: nn.Module, run_dir: str | Path, which: str = "best") -> Path:
     """Copy a finished run's ``backbone.*`` weights into ``extractor``; return the checkpoint used.
 
-    The run must have trained the same network (``model.network``, ``model.conv1_stride``);
-    every extractor tensor must be present with the same shape (strict loading).
+    The run must have trained the same extractor (class and conv1 stride); every extractor
+    tensor must be present with the same shape (strict loading).
     """
     from audioexp.utils.runs import find_checkpoint, load_run_config
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
         raise FileNotFoundError(f"model.pretrained_run={run_dir} does not exist; " + HOW_TO_PRETRAIN)
-    cfg = load_run_config(run_dir)
-    theirs = (cfg.model.get("network"), cfg.model.get("conv1_stride", 1))
-    if theirs != (network, conv1_stride):
+    theirs = _network_of(load_run_config(run_dir).model)
+    ours = (type(extractor).__name__, int(getattr(extractor, "conv1_stride", 1)))
+    if theirs != ours:
         raise ValueError(
-            f"model.pretrained_run={run_dir} trained network={theirs[0]!r}, conv1_stride={theirs[1]}; "
-            f"this model is network={network!r}, conv1_stride={conv1_stride}"
+            f"model.pretrained_run={run_dir} trained {theirs[0]} (conv1 stride {theirs[1]}); "
+            f"this model's backbone is {ours[0]} (conv1 stride {ours[1]})"
         )
     ckpt_path = find_checkpoint(run_dir, which)
     state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
@@ -74,19 +85,18 @@ class ADResNet(AudioClassifier):
     ----------
     frontend : nn.Module
         ``LogFilterbank``: (batch, time) [+ lengths] -> (batch, 1, 41, frames).
+    backbone : FeatureExtractor
+        The ResNet of Table 1 (``TableOneResNet``, its ``conv1_stride`` unstated in the
+        paper: ours 1) or VGG5 (``conf/model/backbone/``).
+    ad : callable, optional
+        ``ad(channels) -> AttributeDisentanglement`` (a ``_partial_`` holding D, the
+        attention's ``reduction_dim``: 8): insert the AD module and train with the
+        dual-space loss; None: no AD module.
     num_classes : int
         Emotions (4) or, pre-training, speakers.
-    network : {"resnet", "vgg5"}
-        The ResNet of Table 1 or VGG5.
-    conv1_stride : int
-        ResNet only; unstated in the paper (ours: 1).
-    ad : bool
-        Insert the AD module and train with the dual-space loss.
     ad_after : str
         Block the AD module follows: "end" (the paper's choice) or a block name
         (``stage1``-``stage4``, ``transition1``-``transition4``, ``conv1`` ...).
-    ad_reduction_dim : int
-        D of the time-frequency attention (8).
     ad_loss_weight : float
         lambda (0.5).
     num_speakers : int
@@ -110,13 +120,11 @@ class ADResNet(AudioClassifier):
     def __init__(
         self,
         frontend: nn.Module,
+        backbone: nn.Module,
         num_classes: int,
         class_names: list[str] | None = None,
-        network: str = "resnet",
-        conv1_stride: int = 1,
-        ad: bool = False,
+        ad: Callable[[int], nn.Module] | None = None,
         ad_after: str = "end",
-        ad_reduction_dim: int = 8,
         ad_loss_weight: float = 0.5,
         num_speakers: int = 8,
         pretrained: str = "none",
@@ -134,25 +142,24 @@ class ADResNet(AudioClassifier):
             raise ValueError(f"pretrained must be 'none' or 'run', got {pretrained!r}")
         class_names = [str(c) for c in class_names] if class_names is not None else None
         top_k = tuple(int(k) for k in top_k)
-        extractor = build_extractor(network, conv1_stride)
+        extractor = backbone
         channels = extractor.out_channels
         super().__init__(
             frontend=frontend, backbone=extractor, head=nn.Linear(channels, num_classes), num_classes=num_classes,
             class_names=class_names, lr=lr, optimizer=optimizer, scheduler=scheduler, top_k=top_k,
         )
-        self.network = network
         self.ad_after = ad_after
         self.ad_loss_weight = ad_loss_weight
         self.extractor_lr_factor = extractor_lr_factor
         self.ad_lr_factor = ad_lr_factor
         self.tsne = tsne
         self.tsne_max_points = tsne_max_points
-        if ad:
+        if ad is not None:
             block = list(extractor.blocks)[-1] if ad_after == "end" else ad_after
             if block not in extractor.block_channels:
                 raise ValueError(f"ad_after must be 'end' or one of {list(extractor.blocks)}, got {ad_after!r}")
             ad_channels = extractor.block_channels[block]
-            self.ad = AttributeDisentanglement(ad_channels, ad_reduction_dim)
+            self.ad = ad(ad_channels)
             self.ad_emotion_head = nn.Linear(ad_channels, num_classes)  # f+ = FC(pool(F+))
             self.ad_speaker_head = nn.Linear(ad_channels, num_speakers)  # f- = FC(pool(F-))
         else:
@@ -166,9 +173,9 @@ class ADResNet(AudioClassifier):
         if pretrained == "run":
             if not pretrained_run:
                 raise ValueError("model.pretrained=run needs model.pretrained_run: " + HOW_TO_PRETRAIN)
-            ckpt = load_pretrained_extractor(self.backbone, pretrained_run, network, conv1_stride)
+            ckpt = load_pretrained_extractor(self.backbone, pretrained_run)
             log.info("feature extractor loaded from %s (classifier%s new)", ckpt, ", AD module and heads" if ad else "")
-        self.save_hyperparameters(ignore=["frontend", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["frontend", "backbone", "ad", "optimizer", "scheduler"], logger=False)
 
     # --- forward -------------------------------------------------------------------------
     def _lengths(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor | None:

@@ -11,12 +11,11 @@ network unfrozen as fastai audio's ``audio_learner`` does). 89.6 % accuracy on a
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 
 from torch import nn
 
-from audioexp.networks.heads import make_classifier_head
-from audioexp.networks.resnet import ResNet18Body
 from audioexp.systems.classification import AudioClassifier
 
 log = logging.getLogger(__name__)
@@ -29,15 +28,14 @@ class SpeechMusicResNet(AudioClassifier):
     ----------
     frontend : nn.Module
         Waveform (batch, time) -> (batch, 1, n_mels, frames), e.g. ``LogMelSpectrogram``.
+    backbone : nn.Module
+        (batch, 1, F, T) -> (batch, C, F', T') with an ``out_channels`` attribute: the paper's
+        ``ResNet18Body`` (ImageNet weights or none, one-channel first convolution).
+    head : callable
+        ``head(in_channels, num_classes) -> nn.Module`` (a ``_partial_``): fastai v1's head
+        (``FastaiClassifierHead``, with its ``dropout`` = fastai's ``ps``) or a linear one.
     num_classes : int
     class_names : list of str
-    pretrained : {"imagenet", "none"}
-        torchvision ImageNet weights (from the torch hub cache) or from scratch.
-    first_conv : {"copy_red", "sum", "random"}
-        How the one-channel first layer is made from the RGB kernels.
-    head : {"fastai", "linear"}
-    head_dropout : float
-        fastai's ``ps``.
     lr : float
         ``max_lr`` of the head; the body gets ``lr * body_lr_factor`` (fastai v1's
         ``slice(3e-3)`` gives the body groups a tenth).
@@ -48,12 +46,10 @@ class SpeechMusicResNet(AudioClassifier):
     def __init__(
         self,
         frontend: nn.Module,
+        backbone: nn.Module,
+        head: Callable[[int, int], nn.Module],
         num_classes: int = 2,
         class_names: list[str] | None = None,
-        pretrained: str = "imagenet",
-        first_conv: str = "copy_red",
-        head: str = "fastai",
-        head_dropout: float = 0.5,
         lr: float = 3e-3,
         body_lr_factor: float = 0.1,
         optimizer: partial | None = None,
@@ -61,11 +57,10 @@ class SpeechMusicResNet(AudioClassifier):
     ) -> None:
         # plain lists in the checkpoint's hparams: it then loads with torch.load(weights_only=True)
         class_names = [str(c) for c in class_names] if class_names is not None else None
-        backbone = ResNet18Body(pretrained=pretrained, first_conv=first_conv)
         super().__init__(
             frontend=frontend,
             backbone=backbone,
-            head=make_classifier_head(head, ResNet18Body.out_channels, num_classes, head_dropout),
+            head=head(backbone.out_channels, num_classes),
             num_classes=num_classes,
             class_names=class_names,
             lr=lr,
@@ -73,8 +68,8 @@ class SpeechMusicResNet(AudioClassifier):
             scheduler=scheduler,
         )
         self.body_lr_factor = body_lr_factor
-        self.save_hyperparameters(ignore=["frontend", "optimizer", "scheduler"], logger=False)
-        log.info("SpeechMusicResNet: pretrained=%s, first_conv=%s, head=%s", pretrained, first_conv, head)
+        self.save_hyperparameters(ignore=["frontend", "backbone", "head", "optimizer", "scheduler"], logger=False)
+        log.info("SpeechMusicResNet: %s body, %s head", type(backbone).__name__, type(self.head).__name__)
 
     def parameter_groups(self) -> list[dict]:
         return [

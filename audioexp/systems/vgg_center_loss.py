@@ -12,16 +12,15 @@ list (EER 4.9 %).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from functools import partial
 
 import torch
 from torch import nn
 from torchmetrics import MinMetric
 
-from audioexp.losses.center import CenterLoss
 from audioexp.metrics.trials import TrialEmbeddings, cosine_trial_scores, embedding_matrix
 from audioexp.metrics.verification import equal_error_rate, minimum_dcf
-from audioexp.networks.vgg import VGGSpeakerNet
 from audioexp.systems.classification import AudioClassifier
 
 log = logging.getLogger(__name__)
@@ -34,12 +33,14 @@ class VGGCenterLoss(AudioClassifier):
     ----------
     frontend : nn.Module
         ``LogPowerSpectrogram``: (batch, time) [+ lengths] -> (batch, 1, 161, frames).
+    backbone : VGGSpeakerNet
+        The paper's network A or B (``config``) with its bottleneck (``ndims``, the
+        embedding) and softmax layer: (batch, 1, F, T) [+ frames] -> (logits, embedding).
+    center_loss : callable
+        ``center_loss(num_classes, ndims, reduction=...) -> CenterLoss`` (a ``_partial_``
+        holding ``alpha``, the centers' learning rate; Wen et al.: 0.5).
     num_classes : int
         Training speakers (1,251 identification, 1,211 verification on the real corpus).
-    network : {"A", "B"}
-    ndims : int
-        Bottleneck width (the embedding).
-    dropout : float
     center_loss_weight : float
         lambda of eq. 2 (5 in the paper; 0 gives the softmax-only baseline).
     center_loss_warmup_epochs : int
@@ -52,8 +53,6 @@ class VGGCenterLoss(AudioClassifier):
         (ramped over ``center_loss_warmup_epochs`` from there). Ours; 0 = the paper. The
         centers are updated from the first step, so they are the class means when the
         center term starts.
-    center_alpha : float
-        Learning rate of the centers (Wen et al.: 0.5).
     loss_reduction : {"mean", "sum"}
         Applied to BOTH terms, so lambda keeps the paper's meaning (eq. 3 sums both).
     protocol : {"identification", "verification"}
@@ -67,16 +66,13 @@ class VGGCenterLoss(AudioClassifier):
     def __init__(
         self,
         frontend: nn.Module,
+        backbone: nn.Module,
+        center_loss: Callable[..., nn.Module],
         num_classes: int,
         class_names: list[str] | None = None,
-        network: str = "B",
-        ndims: int = 128,
-        dropout: float = 0.4,
-        width: float = 1.0,
         center_loss_weight: float = 5.0,
         center_loss_warmup_epochs: int = 0,
         center_loss_start_epoch: int = 0,
-        center_alpha: float = 0.5,
         loss_reduction: str = "mean",
         protocol: str = "identification",
         p_target: float = 0.01,
@@ -87,10 +83,11 @@ class VGGCenterLoss(AudioClassifier):
         if protocol not in ("identification", "verification"):
             raise ValueError(f"protocol must be 'identification' or 'verification', got {protocol!r}")
         class_names = [str(c) for c in class_names] if class_names is not None else None
-        net = VGGSpeakerNet(config=network, num_classes=num_classes, ndims=ndims, dropout=dropout, width=width)
+        if backbone.classifier.out_features != num_classes:
+            raise ValueError(f"the backbone's softmax has {backbone.classifier.out_features} classes, the data {num_classes}")
         super().__init__(
             frontend=frontend,
-            backbone=net,
+            backbone=backbone,
             head=nn.Identity(),
             num_classes=num_classes,
             class_names=class_names,
@@ -105,12 +102,12 @@ class VGGCenterLoss(AudioClassifier):
         self.center_loss_start_epoch = center_loss_start_epoch
         self.p_target = p_target
         self.criterion = nn.CrossEntropyLoss(reduction=loss_reduction)
-        self.center_loss = CenterLoss(num_classes, ndims, alpha=center_alpha, reduction=loss_reduction)
+        self.center_loss = center_loss(num_classes, backbone.bottleneck.out_features, reduction=loss_reduction)
         self.val_trials = TrialEmbeddings()
         self.test_trials = TrialEmbeddings()
         self.val_eer_best = MinMetric()
         self.per_class_metrics = False  # hundreds of speakers: no per-speaker error rates
-        self.save_hyperparameters(ignore=["frontend", "optimizer", "scheduler"], logger=False)
+        self.save_hyperparameters(ignore=["frontend", "backbone", "center_loss", "optimizer", "scheduler"], logger=False)
 
     # --- forward -------------------------------------------------------------------------
     def _features(self, waveform: torch.Tensor, lengths: torch.Tensor | None):

@@ -12,7 +12,7 @@ from omegaconf import DictConfig, open_dict
 
 from audioexp.tasks.registry import register_task
 from audioexp.tasks.skeleton import TaskRun, scalar_metrics
-from audioexp.utils.runs import build_model, find_checkpoint, load_run_config
+from audioexp.utils.runs import build_model, find_checkpoint, load_run_config, without_pretrained_weights
 
 log = logging.getLogger(__name__)
 
@@ -26,13 +26,11 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         raise ValueError(f"eval.split must be 'val' or 'test', got {split!r}")
     run = TaskRun(cfg)
     run.save_config()
-    run_cfg = load_run_config(cfg.eval.run_dir)
+    run_cfg = without_pretrained_weights(load_run_config(cfg.eval.run_dir))
     ckpt = find_checkpoint(cfg.eval.run_dir, cfg.eval.get("checkpoint", "best"))
     with open_dict(run_cfg):
         if cfg.eval.get("data_root"):
             run_cfg.data.root = cfg.eval.data_root
-        if "pretrained" in run_cfg.model:
-            run_cfg.model.pretrained = "none"  # weights come from the checkpoint
     log.info("evaluating %s on the %s split of %s", ckpt, split, run_cfg.data.root)
     datamodule = hydra.utils.instantiate(run_cfg.data)
     model = build_model(run_cfg)

@@ -82,13 +82,22 @@ def find_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
     return path
 
 
+def without_pretrained_weights(cfg: DictConfig) -> DictConfig:
+    """``cfg`` with every ``pretrained`` setting of the model and its parts set to ``none``.
+
+    A finished run's weights come from its checkpoint: rebuilding it must not fetch ImageNet
+    weights or another run's extractor again (nor fail where they are absent).
+    """
+    with open_dict(cfg):
+        for node in (cfg.model, *(v for v in cfg.model.values() if isinstance(v, DictConfig))):
+            if "pretrained" in node:
+                node.pretrained = "none"
+    return cfg
+
+
 def load_model(run_dir: str | Path, which: str = "best", map_location: str = "cpu"):
     """Rebuild a finished run's model from its saved config and load its weights."""
-    cfg = load_run_config(run_dir)
-    # the weights come from the checkpoint: never fetch pretrained ones again
-    with open_dict(cfg):
-        if "pretrained" in cfg.model:
-            cfg.model.pretrained = "none"
+    cfg = without_pretrained_weights(load_run_config(run_dir))
     model = build_model(cfg)
     ckpt = torch.load(find_checkpoint(run_dir, which), map_location=map_location, weights_only=False)
     model.load_state_dict(ckpt["state_dict"], strict=True)

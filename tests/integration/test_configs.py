@@ -165,3 +165,19 @@ def test_ddp_presets(tmp_path):
     assert gpu.trainer.num_nodes == 4
     # the SLURM launcher asks for one task per GPU on as many nodes as the Trainer expects
     assert gpu.hydra.launcher.nodes == 4 and gpu.hydra.launcher.tasks_per_node == gpu.trainer.devices
+
+
+def test_backbone_and_head_swap_by_config_alone(tmp_path):
+    """Parts are injected: another network or head is a config choice, not a code edit."""
+    from audioexp.networks.adresnet import VGG5, TableOneResNet
+    from audioexp.networks.heads import FastaiClassifierHead, LinearClassifierHead
+
+    base = ["+experiment=iemocap_resnet_baseline"]
+    assert isinstance(build_model(compose_config(base, tmp_path)).backbone, TableOneResNet)
+    swapped = build_model(compose_config([*base, "model/backbone=vgg5"], tmp_path))
+    assert isinstance(swapped.backbone, VGG5) and swapped.head.in_features == 80
+    assert swapped(torch.randn(2, 16000)).shape == (2, 4)
+    demo = ["+experiment=demo"]
+    assert isinstance(build_model(compose_config(demo, tmp_path)).head, FastaiClassifierHead)
+    linear = build_model(compose_config([*demo, "model.head._target_=audioexp.networks.heads.LinearClassifierHead"], tmp_path))
+    assert isinstance(linear.head, LinearClassifierHead) and linear(torch.randn(2, 16000)).shape == (2, 2)

@@ -35,8 +35,8 @@ def test_experiment_fast_dev_run(experiment, tmp_path, corpora, imagenet_hub_cac
     # the real recipes load ImageNet weights: here they come from a fake hub cache
     base = [f"+experiment={experiment}", "+debug=fdr", "logger=csv"]
     composed = compose_config(base, tmp_path)
-    if "width" in composed.model:  # the VGG recipes at a quarter of their channels: the same code, 4x faster on a CPU
-        base.append("model.width=0.25")
+    if "width" in composed.model.get("backbone", {}):  # the VGG recipes at a quarter of their channels: the same code, 4x faster on a CPU
+        base.append("model.backbone.width=0.25")
     root = corpora[composed.data._target_]
     cfg = compose_config([*base, f"data.root={root}"], tmp_path)
     run(cfg)

@@ -14,7 +14,7 @@ from audioexp.tasks.aggregate import aggregate_metrics, read_sweep
 from audioexp.utils.runs import find_checkpoint, load_model
 from tests.conftest import compose_config
 
-SMALL = ["+debug=limit", "trainer.max_epochs=1", "trainer.limit_val_batches=1", "model.conv1_stride=2", "data.num_workers=0", "data.crop_seconds=1.0", "data.batch_size=8"]
+SMALL = ["+debug=limit", "trainer.max_epochs=1", "trainer.limit_val_batches=1", "model.backbone.conv1_stride=2", "data.num_workers=0", "data.crop_seconds=1.0", "data.batch_size=8"]
 
 
 def test_pretrain_finetune_with_ad_and_aggregate_over_folds(tmp_path, voxceleb_corpus, iemocap_corpus):

@@ -16,7 +16,7 @@ from audioexp.data.voxceleb1 import read_iden_split
 from audioexp.inference import embed_file, load_run, score_pair
 from tests.conftest import ROOT, SHARED_DATA, compose_config
 
-SMALL = ["model.width=0.125", "data.crop_seconds=1.0"]  # a small VGG so CPU tests stay quick
+SMALL = ["model.backbone.width=0.125", "data.crop_seconds=1.0"]  # a small VGG so CPU tests stay quick
 
 
 @pytest.fixture(scope="module")
@@ -64,7 +64,7 @@ def test_batched_embeddings_equal_per_item(trained_run, voxceleb_corpus):
 def test_sweep_over_network_and_lambda(tmp_path, voxceleb_corpus):
     sweep = tmp_path / "sweep"
     env = {**os.environ, "WANDB_MODE": "offline", "PYTHONPATH": str(ROOT)}
-    cmd = [sys.executable, "-m", "audioexp", "-m", "+experiment=voxceleb_centerloss", "model.network=A,B",
+    cmd = [sys.executable, "-m", "audioexp", "-m", "+experiment=voxceleb_centerloss", "model.backbone.config=A,B",
            "model.center_loss_weight=0,5", "+debug=fdr", "logger=none", f"data.root={voxceleb_corpus}", *SMALL,
            f"paths.log_dir={tmp_path / 'logs'}", f"paths.data_dir={tmp_path / 'data'}", f"hydra.sweep.dir={sweep}"]
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=500)
@@ -72,7 +72,7 @@ def test_sweep_over_network_and_lambda(tmp_path, voxceleb_corpus):
     seen = set()
     for job in range(4):
         cfg = (sweep / str(job) / "resolved_config.yaml").read_text()
-        network = "A" if "network: A" in cfg else "B"
+        network = "A" if "config: A" in cfg else "B"
         weight = "0.0" if "center_loss_weight: 0" in cfg else "5"
         seen.add((network, weight))
         assert "test/acc" in json.loads((sweep / str(job) / "metrics.json").read_text())

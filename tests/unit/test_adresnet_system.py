@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 import pytest
 import torch
@@ -9,21 +11,28 @@ from omegaconf import OmegaConf
 from torch import nn
 
 from audioexp.features.fbank import LogFilterbank
+from audioexp.networks.adresnet import NETWORKS, AttributeDisentanglement
 from audioexp.figures import tsne_figure
 from audioexp.systems.adresnet import ADResNet
 from audioexp.utils.runs import build_model
 from tests.conftest import compose_config
 
 
-def make(**kw):
+def make(network="resnet", ad=False, **kw):
+    """The system with its parts injected as the configs do (frontend built first, as build_model does)."""
     kw.setdefault("num_classes", 4)
-    return ADResNet(frontend=LogFilterbank(vad="none"), **kw)
+    frontend = LogFilterbank(vad="none")
+    backbone = NETWORKS[network]()
+    return ADResNet(frontend=frontend, backbone=backbone, ad=functools.partial(AttributeDisentanglement, reduction_dim=8) if ad else None, **kw)
 
 
-def write_run(model: ADResNet, run_dir, network="resnet", conv1_stride=1):
-    """A finished run dir as task=train leaves it (config + Lightning-style checkpoint)."""
+def write_run(model: ADResNet, run_dir, network="resnet", conv1_stride=1, legacy=False):
+    """A finished run dir as task=train leaves it (config + Lightning-style checkpoint); ``legacy``:
+    the model node of runs saved before parts were injected (``network``, ``conv1_stride``)."""
     (run_dir / "checkpoints").mkdir(parents=True)
-    OmegaConf.save(OmegaConf.create({"model": {"network": network, "conv1_stride": conv1_stride}}), run_dir / "resolved_config.yaml")
+    target = f"audioexp.networks.adresnet.{NETWORKS[network].__name__}"
+    node = {"network": network, "conv1_stride": conv1_stride} if legacy else {"backbone": {"_target_": target, "conv1_stride": conv1_stride}}
+    OmegaConf.save(OmegaConf.create({"model": node}), run_dir / "resolved_config.yaml")
     torch.save({"state_dict": model.state_dict()}, run_dir / "checkpoints" / "last.ckpt")
     return run_dir
 
@@ -62,7 +71,7 @@ def test_parameter_groups_learning_rates_and_milestones_from_the_config(tmp_path
 def test_baseline_experiments_use_a_tenth_for_random_extractors(tmp_path):
     for name, network in (("iemocap_resnet_baseline", "resnet"), ("iemocap_vgg5", "vgg5"), ("iemocap_vgg5_ad", "vgg5")):
         cfg = compose_config([f"+experiment={name}"], tmp_path)
-        assert cfg.model.pretrained == "none" and cfg.model.network == network
+        assert cfg.model.pretrained == "none" and cfg.model.backbone._target_.endswith(NETWORKS[network].__name__)
         model = build_model(cfg)
         lrs = {g["name"]: g["lr"] for g in model.parameter_groups()}
         assert lrs["extractor"] == pytest.approx(1e-3) and lrs["classifier"] == pytest.approx(1e-2)
@@ -97,8 +106,11 @@ def test_pretrained_errors_say_how_to_provide_the_run(tmp_path):
     with pytest.raises(FileNotFoundError, match=r"does not exist.*voxceleb_resnet_pretrain"):
         make(pretrained="run", pretrained_run=str(tmp_path / "nowhere"))
     run = write_run(make(network="vgg5"), tmp_path / "vgg_run", network="vgg5")
-    with pytest.raises(ValueError, match="trained network='vgg5'"):
+    with pytest.raises(ValueError, match=r"trained VGG5 \(conv1 stride 1\); this model's backbone is TableOneResNet"):
         make(pretrained="run", pretrained_run=str(run))
+    legacy = write_run(make(network="vgg5"), tmp_path / "old_vgg_run", network="vgg5", legacy=True)
+    with pytest.raises(ValueError, match="trained VGG5"):
+        make(pretrained="run", pretrained_run=str(legacy))
     with pytest.raises(ValueError, match="ad_after must be"):
         make(ad=True, ad_after="stage7")
 

@@ -51,7 +51,7 @@ def test_missing_weights_fail_with_instructions(tmp_path, monkeypatch):
         ResNet18Body(pretrained="imagenet")
     message = str(err.value)
     assert "resnet18-f37072fd.pth" in message and str(tmp_path / "empty") in message
-    assert "model.pretrained=none" in message
+    assert "model.backbone.pretrained=none" in message
 
 
 def test_bad_options_and_shapes():

@@ -1,17 +1,23 @@
 """VGGCenterLoss: the joint loss it optimises and the lambda warm-up."""
 
+import functools
 from types import SimpleNamespace
 
 import pytest
 import torch
 
 from audioexp.features import LogPowerSpectrogram
+from audioexp.losses.center import CenterLoss
+from audioexp.networks.vgg import VGGSpeakerNet
 from audioexp.systems.vgg_center_loss import VGGCenterLoss
 
 
 def _model(**kw):
+    """The system with its parts injected as conf/model/vgg_center_loss.yaml does (a narrow network B)."""
     torch.manual_seed(0)
-    return VGGCenterLoss(LogPowerSpectrogram(), num_classes=5, width=0.125, **kw)
+    frontend = LogPowerSpectrogram()
+    backbone = VGGSpeakerNet("B", num_classes=5, ndims=128, width=0.125)
+    return VGGCenterLoss(frontend, backbone, functools.partial(CenterLoss, alpha=0.5), num_classes=5, **kw)
 
 
 def _fake_trainer(epoch: int, batch: int, batches: int):
