@@ -36,6 +36,7 @@ from pathlib import Path
 import numpy as np
 
 from audioexp.data.manifest import CorpusNotFoundError
+from audioexp.data.protocols import ProtocolFileError, read_list_file
 from audioexp.data.splits import first_per_group
 
 __all__ = [
@@ -71,10 +72,6 @@ To try the recipes without the corpus, write a miniature one:
   python -m audioexp.minicorpus asvspoof2017 {root}"""
 
 
-class ProtocolFileError(ValueError):
-    """A malformed protocol line: names the file and line."""
-
-
 @dataclass(frozen=True)
 class ProtocolEntry:
     """One protocol line. ``key`` is None for version 1.0's unlabelled eval list."""
@@ -95,6 +92,30 @@ class ProtocolEntry:
         return int(self.key == "genuine")
 
 
+def _parse_protocol_line(line: str) -> ProtocolEntry:
+    fields = line.split()
+    if len(fields) not in (2, 7):
+        raise ValueError(f"expected 7 columns 'file key speaker phrase environment playback recorder' "
+                         f"or 2 columns 'file phrase', found {len(fields)}")
+    if not _FILE.match(fields[0]):
+        raise ValueError("expected a file name like 'T_1000001.wav'")
+    if len(fields) == 2:
+        if not _PHRASE.match(fields[1]):
+            raise ValueError("expected a phrase id like 'S01' in column 2")
+        return ProtocolEntry(fields[0], None, None, fields[1])
+    file, key, speaker, phrase, env, play, rec = fields
+    if key not in KEYS:
+        raise ValueError(f"key must be one of {KEYS}")
+    if not _PHRASE.match(phrase):
+        raise ValueError("expected a phrase id like 'S01' in column 4")
+    if key == "genuine" and (env, play, rec) != ("-", "-", "-"):
+        raise ValueError("a genuine line has '-' as environment, playback and recorder")
+    if key == "spoof" and "-" in (env, play, rec):
+        raise ValueError("a spoof line names its environment, playback and recorder")
+    dash = lambda v: None if v == "-" else v  # noqa: E731
+    return ProtocolEntry(file, key, speaker, phrase, dash(env), dash(play), dash(rec))
+
+
 def read_protocol(path: str | os.PathLike) -> list[ProtocolEntry]:
     """Parse an ASVspoof 2017 protocol list (version 1.0 or 2.0, 7 or 2 columns).
 
@@ -104,41 +125,7 @@ def read_protocol(path: str | os.PathLike) -> list[ProtocolEntry]:
         Naming the file and line of a malformed line (column count, file name, key,
         phrase id, or genuine lines with device fields), or an empty list.
     """
-    path = Path(path)
-    entries = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-
-            def fail(what: str) -> None:
-                raise ProtocolFileError(f"{path}:{lineno}: {what}; got {line.strip()!r}")
-
-            if len(fields) not in (2, 7):
-                fail(f"expected 7 columns 'file key speaker phrase environment playback recorder' "
-                     f"or 2 columns 'file phrase', found {len(fields)}")
-            if not _FILE.match(fields[0]):
-                fail("expected a file name like 'T_1000001.wav'")
-            if len(fields) == 2:
-                if not _PHRASE.match(fields[1]):
-                    fail("expected a phrase id like 'S01' in column 2")
-                entries.append(ProtocolEntry(fields[0], None, None, fields[1]))
-                continue
-            file, key, speaker, phrase, env, play, rec = fields
-            if key not in KEYS:
-                fail(f"key must be one of {KEYS}")
-            if not _PHRASE.match(phrase):
-                fail("expected a phrase id like 'S01' in column 4")
-            if key == "genuine" and (env, play, rec) != ("-", "-", "-"):
-                fail("a genuine line has '-' as environment, playback and recorder")
-            if key == "spoof" and "-" in (env, play, rec):
-                fail("a spoof line names its environment, playback and recorder")
-            dash = lambda v: None if v == "-" else v  # noqa: E731
-            entries.append(ProtocolEntry(file, key, speaker, phrase, dash(env), dash(play), dash(rec)))
-    if not entries:
-        raise ProtocolFileError(f"{path}: no entries")
-    return entries
+    return read_list_file(path, _parse_protocol_line)
 
 
 class ASVspoof2017:

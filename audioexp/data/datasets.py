@@ -1,9 +1,12 @@
-"""Map-style datasets over manifests, and a collate function that drops bad files."""
+"""Map-style datasets: fixed-length clips of a manifest, utterances of any corpus (random crops
+or whole), a reader that can skip bad files, and a collate function that drops them."""
 
 from __future__ import annotations
 
 import logging
+import math
 import warnings
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -124,3 +127,74 @@ def collate_skipping_bad(items: list[dict | None]) -> dict | None:
         "index": torch.tensor([item["index"] for item in good], dtype=torch.long),
         "skipped": torch.tensor(len(items) - len(good), dtype=torch.long),
     }
+
+
+class UtteranceDataset(Dataset):
+    """Utterances as random fixed-length crops (training) or whole (evaluation).
+
+    Parameters
+    ----------
+    root : Path
+        Folder the ``paths`` are relative to.
+    paths : sequence of str
+    labels : ndarray of int, shape (n,)
+    crop_samples : int, optional
+        Training crops of this length; shorter utterances are repeated to fill it.
+        ``None``: whole utterances (evaluation).
+    noise_prob : float
+        Probability of adding white Gaussian noise to a crop.
+    snr_db_min, snr_db_max : float
+        Its signal-to-noise ratio, drawn uniformly (dB).
+    max_samples : int, optional
+        Evaluation utterances longer than this are cut (from the start).
+
+    Items: ``{"waveform": (time,), "label": int, "index": position in paths}``.
+    """
+
+    def __init__(
+        self,
+        root: Path,
+        paths,
+        labels: np.ndarray,
+        sample_rate: int,
+        crop_samples: int | None = None,
+        noise_prob: float = 0.0,
+        snr_db_min: float = 5.0,
+        snr_db_max: float = 30.0,
+        min_seconds: float = 0.0,
+        max_samples: int | None = None,
+        skip_bad_files: bool = False,
+    ) -> None:
+        self.root = Path(root)
+        self.paths = paths
+        self.labels = np.asarray(labels, dtype=np.int64)
+        self.crop_samples = crop_samples
+        self.noise_prob = noise_prob
+        self.snr_db_min, self.snr_db_max = snr_db_min, snr_db_max
+        self.max_samples = max_samples
+        self.read = SkippingAudioReader(sample_rate, min_seconds, skip_bad_files)
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def _crop(self, waveform: torch.Tensor) -> torch.Tensor:
+        n = self.crop_samples
+        if waveform.shape[0] < n:
+            waveform = waveform.repeat(math.ceil(n / waveform.shape[0]))
+        offset = int(torch.randint(0, waveform.shape[0] - n + 1, (1,)))
+        crop = waveform[offset : offset + n]
+        if self.noise_prob > 0 and float(torch.rand(())) < self.noise_prob:
+            snr = self.snr_db_min + (self.snr_db_max - self.snr_db_min) * float(torch.rand(()))
+            power = crop.pow(2).mean().clamp(min=1e-10)
+            crop = crop + torch.randn_like(crop) * torch.sqrt(power / 10 ** (snr / 10))
+        return crop
+
+    def __getitem__(self, i: int) -> dict | None:
+        waveform = self.read(self.root / self.paths[i])
+        if waveform is None:
+            return None
+        if self.crop_samples is not None:
+            waveform = self._crop(waveform)
+        elif self.max_samples is not None:
+            waveform = waveform[: self.max_samples]
+        return {"waveform": waveform, "label": int(self.labels[i]), "index": i}

@@ -29,9 +29,9 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 
-from audioexp.data.datasets import SkippingAudioReader, collate_skipping_bad
+from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
 from audioexp.data.manifest import CorpusNotFoundError
 from audioexp.data.splits import first_per_group
 
@@ -170,25 +170,6 @@ def check_counts(root: str | Path, utterances: list[EmoDBUtterance]) -> list[str
     return differences
 
 
-class EmoDBClips(Dataset):
-    """Whole clips of EmoDB: ``{"waveform": (time,), "label": int, "index": position}``."""
-
-    def __init__(self, root: Path, utterances: list[EmoDBUtterance], sample_rate: int, min_seconds: float = 0.0, skip_bad_files: bool = False) -> None:
-        self.root = Path(root)
-        self.utterances = utterances
-        self.read = SkippingAudioReader(sample_rate, min_seconds, skip_bad_files)
-
-    def __len__(self) -> int:
-        return len(self.utterances)
-
-    def __getitem__(self, i: int) -> dict | None:
-        u = self.utterances[i]
-        waveform = self.read(self.root / "wav" / u.name)
-        if waveform is None:
-            return None
-        return {"waveform": waveform, "label": u.label, "index": i}
-
-
 class EmoDBDataModule(L.LightningDataModule):
     """EmoDB for embedding probes: every clip, whole, in file-name order (``predict_dataloader``).
 
@@ -289,5 +270,7 @@ class EmoDBDataModule(L.LightningDataModule):
 
     def predict_dataloader(self) -> DataLoader:
         self.setup()
-        dataset = EmoDBClips(self.root, self.utterances, self.sample_rate, self.min_seconds, self.skip_bad_files)
+        # whole clips, with their position in `files` (the probe reassembles embeddings by it)
+        dataset = UtteranceDataset(self.root, self.files, self.labels, self.sample_rate, min_seconds=self.min_seconds,
+                                   skip_bad_files=self.skip_bad_files)
         return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, collate_fn=collate_skipping_bad)

@@ -49,9 +49,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from audioexp.data.datasets import collate_skipping_bad
+from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
 from audioexp.data.manifest import CorpusNotFoundError
-from audioexp.data.voxceleb1 import UtteranceDataset
+from audioexp.data.protocols import ProtocolFileError, read_list_file
 
 log = logging.getLogger(__name__)
 
@@ -90,7 +90,7 @@ _LINE_RE = re.compile(r"^\[(\d+(?:\.\d+)?)\s*-\s*(\d+(?:\.\d+)?)\]\t(\S+)\t(\S+)
 _UTTERANCE_RE = re.compile(r"^Ses0([1-5])[FM]_(\w+?)_([FM])\d{3}$")
 
 
-class EmoEvaluationError(ValueError):
+class EmoEvaluationError(ProtocolFileError):
     """A malformed EmoEvaluation line: names the file and line."""
 
 
@@ -142,34 +142,26 @@ def read_emo_evaluation(path: str | os.PathLike, session: int | None = None) -> 
     """
     path = Path(path)
     dialog = path.stem
-    utterances = []
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            if not line.startswith("["):
-                continue
-            where = f"{path}:{lineno}"
-            m = _LINE_RE.match(line.rstrip("\r\n"))
-            if m is None:
-                raise EmoEvaluationError(
-                    f"{where}: expected '[start - end]<TAB>utterance<TAB>label<TAB>[v, a, d]', got {line.strip()!r}"
-                )
-            start, end, utt, code = float(m.group(1)), float(m.group(2)), m.group(3), m.group(4)
-            if code not in EMOTION_CODES:
-                raise EmoEvaluationError(f"{where}: unknown emotion label {code!r}; expected one of {sorted(EMOTION_CODES)}")
-            if not utt.startswith(dialog + "_"):
-                raise EmoEvaluationError(f"{where}: utterance {utt!r} does not belong to dialog {dialog!r}")
-            try:
-                speaker = speaker_of(utt)
-            except ValueError as err:
-                raise EmoEvaluationError(f"{where}: {err}") from None
-            if session is not None and int(speaker[4]) != session:
-                raise EmoEvaluationError(f"{where}: utterance {utt!r} is filed under Session{session}")
-            if not end > start:
-                raise EmoEvaluationError(f"{where}: end time {end} is not after start time {start}")
-            utterances.append(Utterance(utt, dialog, int(speaker[4]), speaker, code, start, end))
-    if not utterances:
-        raise EmoEvaluationError(f"{path}: no utterance lines ('[start - end]<TAB>utterance<TAB>label<TAB>[v, a, d]')")
-    return utterances
+
+    def parse(line: str) -> Utterance:
+        m = _LINE_RE.match(line)
+        if m is None:
+            raise ValueError("expected '[start - end]<TAB>utterance<TAB>label<TAB>[v, a, d]'")
+        start, end, utt, code = float(m.group(1)), float(m.group(2)), m.group(3), m.group(4)
+        if code not in EMOTION_CODES:
+            raise ValueError(f"unknown emotion label {code!r}; expected one of {sorted(EMOTION_CODES)}")
+        if not utt.startswith(dialog + "_"):
+            raise ValueError(f"utterance {utt!r} does not belong to dialog {dialog!r}")
+        speaker = speaker_of(utt)
+        if session is not None and int(speaker[4]) != session:
+            raise ValueError(f"utterance {utt!r} is filed under Session{session}")
+        if not end > start:
+            raise ValueError(f"end time {end} is not after start time {start}")
+        return Utterance(utt, dialog, int(speaker[4]), speaker, code, start, end)
+
+    return read_list_file(path, parse, select=lambda line: line.startswith("["), errors="replace",
+                          empty="no utterance lines ('[start - end]<TAB>utterance<TAB>label<TAB>[v, a, d]')",
+                          error=EmoEvaluationError)
 
 
 def read_iemocap(root: str | os.PathLike) -> list[Utterance]:

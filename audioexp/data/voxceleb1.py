@@ -29,7 +29,6 @@ from __future__ import annotations
 
 import csv
 import logging
-import math
 import os
 from dataclasses import dataclass
 from collections.abc import Callable
@@ -37,11 +36,10 @@ from pathlib import Path
 
 import lightning as L
 import numpy as np
-import torch
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from audioexp.data.datasets import SkippingAudioReader, collate_skipping_bad
+from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
 from audioexp.data.manifest import (
     CorpusNotFoundError,
     PathTable,
@@ -51,6 +49,7 @@ from audioexp.data.manifest import (
     tree_stamp,
     write_cache_stamp,
 )
+from audioexp.data.protocols import ProtocolFileError, read_list_file
 from audioexp.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
@@ -65,10 +64,6 @@ expected the VoxCeleb1 layout:
   {root}/veri_test.txt (or veri_test2.txt)         lines '1|0 id10270/x6uYqmx31kE/00001.wav id10270/...'
 To try the recipes without the corpus, write a miniature one:
   python -m audioexp.minicorpus voxceleb1 {root}"""
-
-
-class ProtocolFileError(ValueError):
-    """A malformed line of a split or trial file: names the file and line."""
 
 
 def speaker_of(path: str) -> str:
@@ -86,44 +81,34 @@ def is_test_speaker(speaker: str) -> bool:
     return digits.isdigit() and int(digits) in TEST_SPEAKER_IDS
 
 
-def _check_path(path: str, file: Path, lineno: int) -> str:
+def _check_path(path: str) -> str:
     if path.count("/") != 2 or not path.lower().endswith(".wav"):
-        raise ProtocolFileError(f"{file}:{lineno}: expected a path '<speaker>/<video>/<utterance>.wav', got {path!r}")
+        raise ValueError(f"expected a path '<speaker>/<video>/<utterance>.wav', got {path!r}")
     return path
+
+
+def _parse_split_line(line: str) -> tuple[int, str]:
+    fields = line.split()
+    if len(fields) != 2 or fields[0] not in ("1", "2", "3"):
+        raise ValueError("expected '1|2|3 <speaker>/<video>/<utt>.wav'")
+    return int(fields[0]), _check_path(fields[1])
+
+
+def _parse_trial_line(line: str) -> tuple[int, str, str]:
+    fields = line.split()
+    if len(fields) != 3 or fields[0] not in ("0", "1"):
+        raise ValueError("expected '1|0 <path_a> <path_b>'")
+    return int(fields[0]), _check_path(fields[1]), _check_path(fields[2])
 
 
 def read_iden_split(path: str | os.PathLike) -> list[tuple[int, str]]:
     """Parse ``iden_split.txt``: ``(split, relative path)`` per line, split in {1, 2, 3}."""
-    path = Path(path)
-    entries = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 2 or fields[0] not in ("1", "2", "3"):
-                raise ProtocolFileError(f"{path}:{lineno}: expected '1|2|3 <speaker>/<video>/<utt>.wav', got {line.strip()!r}")
-            entries.append((int(fields[0]), _check_path(fields[1], path, lineno)))
-    if not entries:
-        raise ProtocolFileError(f"{path}: no entries")
-    return entries
+    return read_list_file(path, _parse_split_line)
 
 
 def read_trial_list(path: str | os.PathLike) -> list[tuple[int, str, str]]:
     """Parse ``veri_test.txt``: ``(label, path_a, path_b)`` per line, label 1 = same speaker."""
-    path = Path(path)
-    trials = []
-    with open(path, encoding="utf-8") as handle:
-        for lineno, line in enumerate(handle, start=1):
-            fields = line.split()
-            if not fields:
-                continue
-            if len(fields) != 3 or fields[0] not in ("0", "1"):
-                raise ProtocolFileError(f"{path}:{lineno}: expected '1|0 <path_a> <path_b>', got {line.strip()!r}")
-            trials.append((int(fields[0]), _check_path(fields[1], path, lineno), _check_path(fields[2], path, lineno)))
-    if not trials:
-        raise ProtocolFileError(f"{path}: no trials")
-    return trials
+    return read_list_file(path, _parse_trial_line, empty="no trials")
 
 
 def read_meta(path: str | os.PathLike) -> dict[str, dict[str, str]]:
@@ -192,77 +177,6 @@ def draw_trials(speakers: np.ndarray, num_trials: int, seed: int) -> np.ndarray:
                 b = rng.integers(len(speakers))
             trials.append((0, a, b))
     return np.asarray(trials, dtype=np.int64)
-
-
-class UtteranceDataset(Dataset):
-    """Utterances as random fixed-length crops (training) or whole (evaluation).
-
-    Parameters
-    ----------
-    root : Path
-        Folder the ``paths`` are relative to.
-    paths : sequence of str
-    labels : ndarray of int, shape (n,)
-    crop_samples : int, optional
-        Training crops of this length; shorter utterances are repeated to fill it.
-        ``None``: whole utterances (evaluation).
-    noise_prob : float
-        Probability of adding white Gaussian noise to a crop.
-    snr_db_min, snr_db_max : float
-        Its signal-to-noise ratio, drawn uniformly (dB).
-    max_samples : int, optional
-        Evaluation utterances longer than this are cut (from the start).
-
-    Items: ``{"waveform": (time,), "label": int, "index": position in paths}``.
-    """
-
-    def __init__(
-        self,
-        root: Path,
-        paths,
-        labels: np.ndarray,
-        sample_rate: int,
-        crop_samples: int | None = None,
-        noise_prob: float = 0.0,
-        snr_db_min: float = 5.0,
-        snr_db_max: float = 30.0,
-        min_seconds: float = 0.0,
-        max_samples: int | None = None,
-        skip_bad_files: bool = False,
-    ) -> None:
-        self.root = Path(root)
-        self.paths = paths
-        self.labels = np.asarray(labels, dtype=np.int64)
-        self.crop_samples = crop_samples
-        self.noise_prob = noise_prob
-        self.snr_db_min, self.snr_db_max = snr_db_min, snr_db_max
-        self.max_samples = max_samples
-        self.read = SkippingAudioReader(sample_rate, min_seconds, skip_bad_files)
-
-    def __len__(self) -> int:
-        return len(self.paths)
-
-    def _crop(self, waveform: torch.Tensor) -> torch.Tensor:
-        n = self.crop_samples
-        if waveform.shape[0] < n:
-            waveform = waveform.repeat(math.ceil(n / waveform.shape[0]))
-        offset = int(torch.randint(0, waveform.shape[0] - n + 1, (1,)))
-        crop = waveform[offset : offset + n]
-        if self.noise_prob > 0 and float(torch.rand(())) < self.noise_prob:
-            snr = self.snr_db_min + (self.snr_db_max - self.snr_db_min) * float(torch.rand(()))
-            power = crop.pow(2).mean().clamp(min=1e-10)
-            crop = crop + torch.randn_like(crop) * torch.sqrt(power / 10 ** (snr / 10))
-        return crop
-
-    def __getitem__(self, i: int) -> dict | None:
-        waveform = self.read(self.root / self.paths[i])
-        if waveform is None:
-            return None
-        if self.crop_samples is not None:
-            waveform = self._crop(waveform)
-        elif self.max_samples is not None:
-            waveform = waveform[: self.max_samples]
-        return {"waveform": waveform, "label": int(self.labels[i]), "index": i}
 
 
 @dataclass

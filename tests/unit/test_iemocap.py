@@ -230,7 +230,8 @@ def test_miniature_corpus_carries_the_emotion_for_every_held_out_speaker(tmp_pat
     is well above chance for every actor; with labels shuffled within each actor it is at chance."""
     root = write_minicorpus("iemocap", tmp_path_factory.mktemp("emotion") / "iemocap", seed=3, utterances_per_emotion=10,
                             scripted_per_actor=0, extra_labels=(), min_seconds=1.0, max_seconds=1.5)
-    fbank = LogFilterbank(**{k: v for k, v in OmegaConf.load(FBANK41).items() if k != "_target_"})
+    recipe = OmegaConf.merge({"data": {"sample_rate": 16000}}, {"fbank": OmegaConf.load(FBANK41)}).fbank
+    fbank = LogFilterbank(**{k: v for k, v in recipe.items() if k != "_target_"})  # at the corpus rate
     X, y, speakers = [], [], []
     with torch.no_grad():
         for u, c in select_utterances(read_iemocap(root)):
