@@ -93,7 +93,8 @@ def cqcc(
 
 
 class CQCCFeatures:
-    """CQCC + deltas + double deltas (60 values per frame), a callable front-end.
+    """CQCC + deltas + double deltas (60 values per frame), a functional front-end of the GMM
+    system: NumPy waveform in, NumPy ``(frames, 60)`` out, no state beyond its settings.
 
     Parameters
     ----------

@@ -43,8 +43,10 @@ __all__ = [
 ]
 
 
-def _power_spectrogram(waveform: torch.Tensor, n_fft: int, win_length: int, hop_length: int, center: bool) -> torch.Tensor:
-    window = torch.hamming_window(win_length, periodic=True, dtype=waveform.dtype, device=waveform.device)
+def _power_spectrogram(waveform: torch.Tensor, n_fft: int, win_length: int, hop_length: int, center: bool,
+                       window: torch.Tensor | None = None) -> torch.Tensor:
+    if window is None:
+        window = torch.hamming_window(win_length, periodic=True, dtype=waveform.dtype, device=waveform.device)
     return AF.spectrogram(
         waveform, pad=0, window=window, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
         power=2.0, normalized=False, center=center, pad_mode="reflect", onesided=True,
@@ -93,6 +95,8 @@ def log_filterbank(
     f_max: float | None = None,
     floor: float = 1e-10,
     center: bool = True,
+    window: torch.Tensor | None = None,
+    fbank: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Natural log of HTK-mel filterbank energies of Hamming-windowed power spectra.
 
@@ -131,18 +135,20 @@ def log_filterbank(
     f_max = sample_rate / 2 if f_max is None else float(f_max)
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"need 0 <= f_min < f_max <= {sample_rate / 2} Hz, got {f_min}, {f_max}")
-    power = _power_spectrogram(waveform, n_fft, win_length, hop_length, center)
-    fbank = AF.melscale_fbanks(
-        n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_max, n_mels=n_filters,
-        sample_rate=sample_rate, norm=None, mel_scale="htk",
-    ).to(device=power.device, dtype=power.dtype)
+    power = _power_spectrogram(waveform, n_fft, win_length, hop_length, center, window)
+    if fbank is None:
+        fbank = AF.melscale_fbanks(
+            n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_max, n_mels=n_filters,
+            sample_rate=sample_rate, norm=None, mel_scale="htk",
+        )
+    fbank = fbank.to(device=power.device, dtype=power.dtype)
     mel = torch.matmul(power.transpose(-1, -2), fbank).transpose(-1, -2)
     return torch.log(mel.clamp(min=floor))
 
 
 def frame_energy_db(
     waveform: torch.Tensor, sample_rate: int = 16000, win_ms: float = 40.0, hop_ms: float = 10.0, floor: float = 1e-10,
-    center: bool = True,
+    center: bool = True, window: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Energy of each Hamming-windowed frame in dB, ``10 log10(sum_n (w[n] x[t H + n])^2)``.
 
@@ -166,7 +172,8 @@ def frame_energy_db(
     else:
         padded, waveform = waveform, waveform[..., half : waveform.shape[-1] - half]
     frames = padded.unfold(-1, win_length, hop_length)
-    window = torch.hamming_window(win_length, periodic=True, dtype=waveform.dtype, device=waveform.device)
+    if window is None:
+        window = torch.hamming_window(win_length, periodic=True, dtype=waveform.dtype, device=waveform.device)
     energy = (frames * window).pow(2).sum(dim=-1)
     n_frames = 1 + waveform.shape[-1] // hop_length
     return 10.0 * torch.log10(energy[..., :n_frames].clamp(min=floor))
@@ -319,6 +326,11 @@ class LogFilterbank(nn.Module):
         self.normalize = normalize
         # fail at construction, not at the first batch
         log_filterbank(torch.zeros(1, n_fft), sample_rate, n_filters, win_ms, hop_ms, n_fft, f_min, f_max)
+        # built once and moved with the module; not saved (checkpoints hold no front-end tensors)
+        self.register_buffer("window", torch.hamming_window(self.win_length, periodic=True), persistent=False)
+        f_top = sample_rate / 2 if f_max is None else float(f_max)
+        self.register_buffer("fbank", AF.melscale_fbanks(n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_top, n_mels=n_filters,
+                                                         sample_rate=sample_rate, norm=None, mel_scale="htk"), persistent=False)
 
     def num_frames(self, num_samples):
         """Frames before VAD for ``num_samples`` samples: ``1 + num_samples // hop``."""
@@ -333,12 +345,13 @@ class LogFilterbank(nn.Module):
             if n_valid is not None:
                 mask &= torch.arange(frames, device=waveform.device)[None, :] < n_valid[:, None]
             return mask
+        window = self.window.to(waveform)
         if lengths is None:
-            energy = frame_energy_db(waveform, self.sample_rate, self.win_ms, self.hop_ms)
+            energy = frame_energy_db(waveform, self.sample_rate, self.win_ms, self.hop_ms, window=window)
         else:
             half = self.win_length // 2
             padded = reflect_pad_items(waveform, lengths, half)
-            energy = frame_energy_db(padded, self.sample_rate, self.win_ms, self.hop_ms, center=False)
+            energy = frame_energy_db(padded, self.sample_rate, self.win_ms, self.hop_ms, center=False, window=window)
         return energy_vad_mask(energy, self.vad_top_db, n_valid)
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -350,7 +363,7 @@ class LogFilterbank(nn.Module):
             source = waveform if lengths is None else reflect_pad_items(waveform, lengths, self.n_fft // 2)
             feats = log_filterbank(
                 source, self.sample_rate, self.n_filters, self.win_ms, self.hop_ms, self.n_fft, self.f_min, self.f_max,
-                center=lengths is None,
+                center=lengths is None, window=self.window.float(), fbank=self.fbank.float(),
             )
             mask = self.speech_mask(waveform, lengths)
             if self.normalize:

@@ -24,6 +24,8 @@ def mel_spectrogram(
     pad_mode: str = "reflect",
     mel_scale: str = "htk",
     norm: str | None = None,
+    window: torch.Tensor | None = None,
+    fbank: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Mel power spectrogram with a periodic Hann window.
 
@@ -39,6 +41,9 @@ def mel_spectrogram(
     mel_scale : {"htk", "slaney"}
     norm : {None, "slaney"}
         Filter normalisation (``None``: triangles of peak 1).
+    window, fbank : Tensor, optional
+        The Hann window (win_length,) and the mel matrix (n_fft // 2 + 1, n_mels), when the
+        caller keeps them (a module's buffers); computed here otherwise.
 
     Returns
     -------
@@ -51,8 +56,8 @@ def mel_spectrogram(
     torch.Size([2, 64, 63])
     """
     win_length = win_length or n_fft
-    f_max = float(sample_rate) / 2 if f_max is None else float(f_max)
-    window = torch.hann_window(win_length, dtype=waveform.dtype, device=waveform.device)
+    if window is None:
+        window = torch.hann_window(win_length, dtype=waveform.dtype, device=waveform.device)
     spec = AF.spectrogram(
         waveform,
         pad=0,
@@ -66,16 +71,22 @@ def mel_spectrogram(
         pad_mode=pad_mode,
         onesided=True,
     )
-    fbank = AF.melscale_fbanks(
-        n_freqs=n_fft // 2 + 1,
-        f_min=f_min,
-        f_max=f_max,
-        n_mels=n_mels,
-        sample_rate=sample_rate,
-        norm=norm,
-        mel_scale=mel_scale,
-    ).to(device=spec.device, dtype=spec.dtype)
+    if fbank is None:
+        fbank = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max, mel_scale, norm)
+    fbank = fbank.to(device=spec.device, dtype=spec.dtype)
     return torch.matmul(spec.transpose(-1, -2), fbank).transpose(-1, -2)
+
+
+def mel_filterbank(sample_rate: int, n_fft: int, n_mels: int, f_min: float = 0.0, f_max: float | None = None,
+                   mel_scale: str = "htk", norm: str | None = None) -> torch.Tensor:
+    """Triangular mel filters, shape ``(n_fft // 2 + 1, n_mels)`` (``f_max`` None: Nyquist).
+
+    >>> mel_filterbank(16000, 512, 40).shape
+    torch.Size([257, 40])
+    """
+    f_max = float(sample_rate) / 2 if f_max is None else float(f_max)
+    return AF.melscale_fbanks(n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_max, n_mels=n_mels,
+                              sample_rate=sample_rate, norm=norm, mel_scale=mel_scale)
 
 
 def amplitude_to_db(
@@ -120,6 +131,8 @@ def log_mel_spectrogram(
     f_min: float = 0.0,
     f_max: float | None = None,
     top_db: float | None = 80.0,
+    window: torch.Tensor | None = None,
+    fbank: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-mel spectrogram in dB (power, HTK mel scale, unnormalised filters).
 
@@ -137,7 +150,7 @@ def log_mel_spectrogram(
     torch.Size([2, 40, 51])
     """
     mel = mel_spectrogram(
-        waveform, sample_rate, n_fft, hop_length, n_mels, win_length, f_min, f_max
+        waveform, sample_rate, n_fft, hop_length, n_mels, win_length, f_min, f_max, window=window, fbank=fbank
     )
     return amplitude_to_db(mel, top_db=top_db)
 
@@ -168,6 +181,7 @@ def log_power_spectrogram(
     center: bool = True,
     pad_mode: str = "reflect",
     eps: float = 1e-10,
+    window_tensor: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Natural log of the STFT power, ``log(|X|^2 + eps)``.
 
@@ -178,6 +192,8 @@ def log_power_spectrogram(
         In samples (``win_length`` defaults to ``n_fft``).
     window : {"hamming", "hann"}
         Periodic windows, as ``scipy.signal.get_window`` (and so librosa) builds them.
+    window_tensor : Tensor, optional
+        That window, shape (win_length,), when the caller keeps it (a module's buffer).
 
     Returns
     -------
@@ -189,15 +205,24 @@ def log_power_spectrogram(
     torch.Size([2, 161, 301])
     """
     win_length = win_length or n_fft
-    windows = {"hamming": torch.hamming_window, "hann": torch.hann_window}
-    if window not in windows:
-        raise ValueError(f"window must be one of {sorted(windows)}, got {window!r}")
-    win = windows[window](win_length, periodic=True, dtype=waveform.dtype, device=waveform.device)
+    win = window_tensor if window_tensor is not None else periodic_window(window, win_length, waveform.dtype, waveform.device)
     power = AF.spectrogram(
         waveform, pad=0, window=win, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
         power=2.0, normalized=False, center=center, pad_mode=pad_mode, onesided=True,
     )
     return torch.log(power + eps)
+
+
+def periodic_window(name: str, length: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
+    """A periodic ``hamming`` or ``hann`` window of ``length`` samples.
+
+    >>> periodic_window("hamming", 4)
+    tensor([0.0800, 0.5400, 1.0000, 0.5400])
+    """
+    windows = {"hamming": torch.hamming_window, "hann": torch.hann_window}
+    if name not in windows:
+        raise ValueError(f"window must be one of {sorted(windows)}, got {name!r}")
+    return windows[name](length, periodic=True, dtype=dtype, device=device)
 
 
 def masked_mean_variance_normalize(

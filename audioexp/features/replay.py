@@ -200,7 +200,10 @@ def triangular_filterbank_bands(
 class SDFBFeatures:
     """CF, CM or both (feature-level fusion) from the spatially differentiated filterbank.
 
-    A callable front-end for the GMM back-end: waveform in, ``(frames, dim)`` out.
+    A functional front-end of the GMM system (:mod:`audioexp.systems.replay_countermeasure`):
+    NumPy waveform in, NumPy ``(frames, dim)`` float64 out, no state beyond its settings (no
+    gradients flow through a GMM, so it is not an ``nn.Module``; the filterbank itself runs
+    in torch or the compiled kernel).
 
     Parameters
     ----------

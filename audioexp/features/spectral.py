@@ -67,6 +67,9 @@ class LogMelSpectrogram(nn.Module):
         self.f_max = f_max
         self.top_db = top_db
         self.normalize = normalize
+        # built once and moved with the module; not saved (checkpoints hold no front-end tensors)
+        self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
+        self.register_buffer("fbank", F.mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max), persistent=False)
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for ``num_samples`` input samples (centred STFT)."""
@@ -89,6 +92,8 @@ class LogMelSpectrogram(nn.Module):
                 self.f_min,
                 self.f_max,
                 self.top_db,
+                window=self.window.float(),  # float32 even if the module was cast (bf16-true)
+                fbank=self.fbank.float(),
             )
             if self.normalize == "instance":
                 x = F.instance_standardize(x)
@@ -153,6 +158,7 @@ class LogPowerSpectrogram(nn.Module):
         self.window = window
         self.normalize = normalize
         self.eps = eps
+        self.register_buffer("window_tensor", F.periodic_window(window, self.win_length), persistent=False)
 
     @property
     def num_bins(self) -> int:
@@ -164,7 +170,8 @@ class LogPowerSpectrogram(nn.Module):
 
     def _spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
         return F.log_power_spectrogram(
-            waveform, self.n_fft, self.hop_length, self.win_length, self.window, eps=self.eps
+            waveform, self.n_fft, self.hop_length, self.win_length, self.window, eps=self.eps,
+            window_tensor=self.window_tensor.float(),
         )
 
     def _spectrogram_padded(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -184,7 +191,8 @@ class LogPowerSpectrogram(nn.Module):
         source = (lengths[:, None] - 2 - k).clamp(min=0)  # x[L-2], x[L-3], ...: reflection about x[L-1]
         padded.scatter_(1, lengths[:, None] + half + k, torch.gather(waveform, 1, source))
         spec = F.log_power_spectrogram(
-            padded, self.n_fft, self.hop_length, self.win_length, self.window, center=False, eps=self.eps
+            padded, self.n_fft, self.hop_length, self.win_length, self.window, center=False, eps=self.eps,
+            window_tensor=self.window_tensor.float(),
         )
         frames = self.num_frames(lengths)
         keep = torch.arange(spec.shape[-1], device=spec.device)[None, :] < frames[:, None]

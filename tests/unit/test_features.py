@@ -6,7 +6,10 @@ import pytest
 import torch
 
 from audioexp.features import LogMelSpectrogram, amplitude_to_db, log_mel_spectrogram, mel_spectrogram
+from audioexp.features import functional as F
+from audioexp.features.fbank import LogFilterbank, log_filterbank, normalize_over_mask
 from audioexp.features.functional import instance_standardize
+from audioexp.features.spectral import LogPowerSpectrogram
 
 
 @pytest.mark.parametrize(
@@ -131,3 +134,24 @@ def test_log_power_frontend_with_mvn_matches_librosa_and_batches_exactly():
         single = fe(torch.from_numpy(y[i : i + 1, :n]))
         torch.testing.assert_close(batched[i : i + 1, :, :, :frames], single, rtol=0, atol=1e-5)
         assert batched[i, :, :, frames:].abs().max() == 0 if frames < batched.shape[-1] else True
+
+
+@pytest.mark.parametrize("make", [
+    lambda: LogMelSpectrogram(16000, n_fft=512, hop_length=160, n_mels=40),
+    lambda: LogPowerSpectrogram(16000),
+    lambda: LogFilterbank(vad="none"),
+])
+def test_front_ends_keep_windows_and_filters_as_buffers(make):
+    """Built once, moved with the module, absent from checkpoints; the output is the functional one."""
+    frontend = make()
+    names = {name for name, _ in frontend.named_buffers()}
+    assert names and not set(frontend.state_dict()) & names
+    x = torch.randn(2, 8000, generator=torch.Generator().manual_seed(0))
+    # the functional transform computing its window and filters per call gives the same output
+    if isinstance(frontend, LogMelSpectrogram):
+        expected = F.instance_standardize(F.log_mel_spectrogram(x, 16000, 512, 160, 40, top_db=100.0)).unsqueeze(1)
+    elif isinstance(frontend, LogPowerSpectrogram):
+        expected = F.masked_mean_variance_normalize(F.log_power_spectrogram(x, 320, 160, window="hamming"), None).unsqueeze(1)
+    else:
+        expected = normalize_over_mask(log_filterbank(x), torch.ones(2, 51, dtype=torch.bool)).unsqueeze(1)
+    torch.testing.assert_close(frontend(x), expected, rtol=1e-5, atol=1e-5)
