@@ -27,10 +27,10 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 
+from audioexp.data.datamodule import CorpusDataModule
 from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
 from audioexp.data.manifest import CorpusNotFoundError
 from audioexp.data.splits import first_per_group
@@ -170,7 +170,7 @@ def check_counts(root: str | Path, utterances: list[EmoDBUtterance]) -> list[str
     return differences
 
 
-class EmoDBDataModule(L.LightningDataModule):
+class EmoDBDataModule(CorpusDataModule):
     """EmoDB for embedding probes: every clip, whole, in file-name order (``predict_dataloader``).
 
     Speaker-independent splits are made by the probe (:mod:`audioexp.probes`) from
@@ -231,15 +231,8 @@ class EmoDBDataModule(L.LightningDataModule):
         self.max_files_per_class = max_files_per_class
         self.utterances: list[EmoDBUtterance] = []
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def prepare_data(self) -> None:
-        if self.prepare is not None:
-            self.prepare(self.root)
-        if not self.root.is_dir():
-            raise CorpusNotFoundError(f"EmoDB root {self.root} does not exist; " + EXPECTED_LAYOUT.format(root=self.root))
+    corpus_name = "EmoDB"
+    expected_layout = EXPECTED_LAYOUT
 
     def setup(self, stage: str | None = None) -> None:
         if self.utterances:

@@ -22,11 +22,11 @@ import os
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from audioexp.data.datamodule import CorpusDataModule
 from audioexp.data.datasets import FixedLengthClipDataset, collate_skipping_bad
 from audioexp.data.manifest import (
     AUDIO_EXTENSIONS,
@@ -108,7 +108,7 @@ def prepare_fm_broadcast(
     return manifest_path
 
 
-class FMBroadcastDataModule(L.LightningDataModule):
+class FMBroadcastDataModule(CorpusDataModule):
     """Speech/music clips from an FM broadcast root (or a manifest), 80/20 by default.
 
     Parameters
@@ -187,9 +187,8 @@ class FMBroadcastDataModule(L.LightningDataModule):
         self.manifest: Manifest | None = None
         self.splits: dict[str, np.ndarray] = {}
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
+    corpus_name = "FM broadcast"
+    expected_layout = EXPECTED_LAYOUT
 
     def _manifest_path(self) -> Path:
         if self.manifest_file is not None:
@@ -255,8 +254,9 @@ class FMBroadcastDataModule(L.LightningDataModule):
             skip_bad_files=self.skip_bad_files,
         )
 
-    def _loader(self, split: str, shuffle: bool) -> DataLoader:
+    def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
+        shuffle = split == "train"
         return DataLoader(
             dataset,
             batch_size=self.batch_size,
@@ -269,15 +269,9 @@ class FMBroadcastDataModule(L.LightningDataModule):
             drop_last=shuffle and len(dataset) > self.batch_size,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train", shuffle=True)
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val", shuffle=False)
-
     def test_dataloader(self) -> DataLoader:
         # The paper reports on its validation split; with test_fraction=0 so do we.
-        return self._loader("test" if len(self.splits.get("test", ())) else "val", shuffle=False)
+        return self._loader("test" if len(self.splits.get("test", ())) else "val")
 
     def predict_dataloader(self) -> DataLoader:
         return self.test_dataloader()

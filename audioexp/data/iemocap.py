@@ -44,11 +44,11 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from audioexp.data.datamodule import CorpusDataModule
 from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
 from audioexp.data.manifest import CorpusNotFoundError
 from audioexp.data.protocols import ProtocolFileError, read_list_file
@@ -277,7 +277,7 @@ class Split:
     speaker_ids: np.ndarray  # index into all speakers
 
 
-class IEMOCAPDataModule(L.LightningDataModule):
+class IEMOCAPDataModule(CorpusDataModule):
     """IEMOCAP four-class emotion recognition, one cross-validation fold (module docstring).
 
     Parameters
@@ -364,15 +364,8 @@ class IEMOCAPDataModule(L.LightningDataModule):
         self.train_speakers: list[str] = []
         self.splits: dict[str, Split] = {}
 
-    @property
-    def num_classes(self) -> int:
-        return len(self.class_names)
-
-    def prepare_data(self) -> None:
-        if self.prepare is not None:
-            self.prepare(self.root)
-        if not self.root.is_dir():
-            raise CorpusNotFoundError(f"IEMOCAP root {self.root} does not exist; " + EXPECTED_LAYOUT.format(root=self.root))
+    corpus_name = "IEMOCAP"
+    expected_layout = EXPECTED_LAYOUT
 
     def _check_count(self, n: int) -> None:
         if not self.check_counts:
@@ -459,11 +452,3 @@ class IEMOCAPDataModule(L.LightningDataModule):
             drop_last=train and len(dataset) % batch_size == 1 and len(dataset) > batch_size,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")

@@ -34,11 +34,11 @@ from dataclasses import dataclass
 from collections.abc import Callable
 from pathlib import Path
 
-import lightning as L
 import numpy as np
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
+from audioexp.data.datamodule import CorpusDataModule
 from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
 from audioexp.data.manifest import (
     CorpusNotFoundError,
@@ -188,7 +188,7 @@ class EvalSet:
     trials: np.ndarray | None = None  # (n, 3): label, index_a, index_b
 
 
-class VoxCeleb1DataModule(L.LightningDataModule):
+class VoxCeleb1DataModule(CorpusDataModule):
     """VoxCeleb1 for speaker identification or verification (see the module docstring).
 
     Parameters
@@ -297,11 +297,11 @@ class VoxCeleb1DataModule(L.LightningDataModule):
     def trials(self) -> dict[str, np.ndarray]:
         return {k: v.trials for k, v in self.eval_sets.items() if v.trials is not None}
 
+    corpus_name = "VoxCeleb1"
+    expected_layout = EXPECTED_LAYOUT
+
     def prepare_data(self) -> None:
-        if self.prepare is not None:
-            self.prepare(self.root)
-        if not self.root.is_dir():
-            raise CorpusNotFoundError(f"VoxCeleb1 root {self.root} does not exist; " + EXPECTED_LAYOUT.format(root=self.root))
+        super().prepare_data()
         if self.protocol == "verification":
             list_voxceleb_wavs(self.root, self.cache_dir)
 
@@ -415,11 +415,3 @@ class VoxCeleb1DataModule(L.LightningDataModule):
             drop_last=train and len(dataset) > self.batch_size,
         )
 
-    def train_dataloader(self) -> DataLoader:
-        return self._loader("train")
-
-    def val_dataloader(self) -> DataLoader:
-        return self._loader("val")
-
-    def test_dataloader(self) -> DataLoader:
-        return self._loader("test")
