@@ -84,6 +84,14 @@ def _operating_points(scores: np.ndarray, is_target: np.ndarray) -> tuple[np.nda
     return p_fa, p_miss, np.append(thresholds, np.inf)
 
 
+def _check_cost_model(p_target: float, c_miss: float, c_fa: float) -> None:
+    """Raise unless ``0 < p_target < 1`` and both costs are positive (:func:`minimum_dcf`, :class:`MinDCF`)."""
+    if not 0.0 < p_target < 1.0:
+        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
+    if c_miss <= 0 or c_fa <= 0:
+        raise ValueError(f"c_miss and c_fa must be positive, got {c_miss} and {c_fa}")
+
+
 def _finite_threshold(thresholds: np.ndarray, index: int) -> float:
     """The threshold at ``index``; the reject-all ``+inf`` becomes the next float above the top score.
 
@@ -147,21 +155,14 @@ def equal_error_rate(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float
 
     Parameters
     ----------
-    scores : Tensor or ndarray, shape (N,)
-        Trial scores, higher = more likely target. Finite.
-    labels : Tensor or ndarray, shape (N,)
-        1 (or True) for target trials, 0 (or False) for non-target trials.
+    scores, labels : Tensor or ndarray, shape (N,)
+        As in :func:`det_curve`, which also lists the errors raised.
 
     Returns
     -------
     eer : float
         In [0, 1].
     threshold : float
-
-    Raises
-    ------
-    ValueError
-        If shapes differ, scores are NaN or infinite, labels are not 0/1, or a class is absent.
 
     Examples
     --------
@@ -207,10 +208,8 @@ def minimum_dcf(
 
     Parameters
     ----------
-    scores : Tensor or ndarray, shape (N,)
-        Trial scores, higher = more likely target. Finite.
-    labels : Tensor or ndarray, shape (N,)
-        1 (or True) for target trials, 0 (or False) for non-target trials.
+    scores, labels : Tensor or ndarray, shape (N,)
+        As in :func:`det_curve`.
     p_target : float
         Prior probability of a target trial, in (0, 1). 0.01 is the NIST SRE 2008/VoxSRC setting.
     c_miss, c_fa : float
@@ -227,8 +226,7 @@ def minimum_dcf(
     Raises
     ------
     ValueError
-        If shapes differ, scores are NaN or infinite, labels are not 0/1, a class is
-        absent, or the prior or costs are out of range.
+        As :func:`det_curve`, and if the prior or costs are out of range.
 
     Examples
     --------
@@ -239,10 +237,7 @@ def minimum_dcf(
     >>> round(min_dcf, 4), threshold
     (0.3333, 0.7)
     """
-    if not 0.0 < p_target < 1.0:
-        raise ValueError(f"p_target must be in (0, 1), got {p_target}")
-    if c_miss <= 0 or c_fa <= 0:
-        raise ValueError(f"c_miss and c_fa must be positive, got {c_miss} and {c_fa}")
+    _check_cost_model(p_target, c_miss, c_fa)
     p_fa, p_miss, thresholds = det_curve(scores, labels)
     dcf = c_miss * p_target * p_miss + c_fa * (1.0 - p_target) * p_fa
     j = int(np.argmin(dcf))
@@ -311,10 +306,7 @@ class MinDCF(_VerificationScores):
 
     def __init__(self, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0, **kwargs: Any) -> None:
         super().__init__(**kwargs)
-        if not 0.0 < p_target < 1.0:
-            raise ValueError(f"p_target must be in (0, 1), got {p_target}")
-        if c_miss <= 0 or c_fa <= 0:
-            raise ValueError(f"c_miss and c_fa must be positive, got {c_miss} and {c_fa}")
+        _check_cost_model(p_target, c_miss, c_fa)
         self.p_target, self.c_miss, self.c_fa = p_target, c_miss, c_fa
 
     def compute(self) -> torch.Tensor:
