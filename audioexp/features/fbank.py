@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 
 import torch
-import torchaudio.functional as AF
 from torch import nn
 
+from audioexp.features.functional import apply_filterbank, mel_filterbank, periodic_window, reflect_pad_items, stft_power
 from audioexp.utils.logging import log_once
 
 log = logging.getLogger(__name__)
@@ -43,45 +43,12 @@ __all__ = [
 ]
 
 
-def _power_spectrogram(waveform: torch.Tensor, n_fft: int, win_length: int, hop_length: int, center: bool,
-                       window: torch.Tensor | None = None) -> torch.Tensor:
-    if window is None:
-        window = torch.hamming_window(win_length, periodic=True, dtype=waveform.dtype, device=waveform.device)
-    return AF.spectrogram(
-        waveform, pad=0, window=window, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
-        power=2.0, normalized=False, center=center, pad_mode="reflect", onesided=True,
-    )
+def _hamming(win_length: int, like: torch.Tensor) -> torch.Tensor:
+    return periodic_window("hamming", win_length, like.dtype, like.device)
 
 
-def reflect_pad_items(waveform: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.Tensor:
-    """Reflect-pad each item of a zero-padded batch at ITS edges, as a lone item is padded.
-
-    Parameters
-    ----------
-    waveform : Tensor, shape (batch, time)
-        Item ``b`` holds ``lengths[b]`` valid samples, then padding.
-    lengths : Tensor of int, shape (batch,)
-    pad : int
-        Samples added before each item and reflected after its last valid one.
-
-    Returns
-    -------
-    Tensor, shape (batch, time + 2 pad)
-        Item ``b`` starts with ``torch.nn.functional.pad(x_b, (pad, pad), mode="reflect")``.
-
-    Examples
-    --------
-    >>> reflect_pad_items(torch.tensor([[1.0, 2.0, 3.0, 0.0]]), torch.tensor([3]), 1)
-    tensor([[2., 1., 2., 3., 2., 0.]])
-    """
-    if int(lengths.min()) <= pad:
-        raise ValueError(f"items must be longer than {pad} samples, got {int(lengths.min())}")
-    lengths = lengths.to(waveform.device)
-    out = torch.nn.functional.pad(waveform, (pad, pad))
-    out[:, :pad] = waveform[:, 1 : pad + 1].flip(-1)
-    k = torch.arange(pad, device=waveform.device)[None, :]
-    source = (lengths[:, None] - 2 - k).clamp(min=0)  # x[L-2], x[L-3], ...: reflection about x[L-1]
-    return out.scatter(1, lengths[:, None] + pad + k, torch.gather(waveform, 1, source))
+def _htk_filters(sample_rate: int, n_fft: int, n_filters: int, f_min: float, f_max: float | None) -> torch.Tensor:
+    return mel_filterbank(sample_rate, n_fft, n_filters, f_min, f_max, mel_scale="htk", norm=None)
 
 
 def log_filterbank(
@@ -135,15 +102,11 @@ def log_filterbank(
     f_max = sample_rate / 2 if f_max is None else float(f_max)
     if not 0 <= f_min < f_max <= sample_rate / 2:
         raise ValueError(f"need 0 <= f_min < f_max <= {sample_rate / 2} Hz, got {f_min}, {f_max}")
-    power = _power_spectrogram(waveform, n_fft, win_length, hop_length, center, window)
+    power = stft_power(waveform, _hamming(win_length, waveform) if window is None else window, n_fft, hop_length,
+                       win_length, 2.0, center, "reflect")
     if fbank is None:
-        fbank = AF.melscale_fbanks(
-            n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_max, n_mels=n_filters,
-            sample_rate=sample_rate, norm=None, mel_scale="htk",
-        )
-    fbank = fbank.to(device=power.device, dtype=power.dtype)
-    mel = torch.matmul(power.transpose(-1, -2), fbank).transpose(-1, -2)
-    return torch.log(mel.clamp(min=floor))
+        fbank = _htk_filters(sample_rate, n_fft, n_filters, f_min, f_max)
+    return torch.log(apply_filterbank(power, fbank).clamp(min=floor))
 
 
 def frame_energy_db(
@@ -173,7 +136,7 @@ def frame_energy_db(
         padded, waveform = waveform, waveform[..., half : waveform.shape[-1] - half]
     frames = padded.unfold(-1, win_length, hop_length)
     if window is None:
-        window = torch.hamming_window(win_length, periodic=True, dtype=waveform.dtype, device=waveform.device)
+        window = _hamming(win_length, waveform)
     energy = (frames * window).pow(2).sum(dim=-1)
     n_frames = 1 + waveform.shape[-1] // hop_length
     return 10.0 * torch.log10(energy[..., :n_frames].clamp(min=floor))
@@ -328,9 +291,7 @@ class LogFilterbank(nn.Module):
         log_filterbank(torch.zeros(1, n_fft), sample_rate, n_filters, win_ms, hop_ms, n_fft, f_min, f_max)
         # built once and moved with the module; not saved (checkpoints hold no front-end tensors)
         self.register_buffer("window", torch.hamming_window(self.win_length, periodic=True), persistent=False)
-        f_top = sample_rate / 2 if f_max is None else float(f_max)
-        self.register_buffer("fbank", AF.melscale_fbanks(n_freqs=n_fft // 2 + 1, f_min=f_min, f_max=f_top, n_mels=n_filters,
-                                                         sample_rate=sample_rate, norm=None, mel_scale="htk"), persistent=False)
+        self.register_buffer("fbank", _htk_filters(sample_rate, n_fft, n_filters, f_min, f_max), persistent=False)
 
     def num_frames(self, num_samples):
         """Frames before VAD for ``num_samples`` samples: ``1 + num_samples // hop``."""

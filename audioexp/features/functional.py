@@ -58,21 +58,31 @@ def mel_spectrogram(
     win_length = win_length or n_fft
     if window is None:
         window = torch.hann_window(win_length, dtype=waveform.dtype, device=waveform.device)
-    spec = AF.spectrogram(
-        waveform,
-        pad=0,
-        window=window,
-        n_fft=n_fft,
-        hop_length=hop_length,
-        win_length=win_length,
-        power=power,
-        normalized=False,
-        center=center,
-        pad_mode=pad_mode,
-        onesided=True,
-    )
+    spec = stft_power(waveform, window, n_fft, hop_length, win_length, power, center, pad_mode)
     if fbank is None:
         fbank = mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max, mel_scale, norm)
+    return apply_filterbank(spec, fbank)
+
+
+def stft_power(
+    waveform: torch.Tensor, window: torch.Tensor, n_fft: int, hop_length: int, win_length: int,
+    power: float = 2.0, center: bool = True, pad_mode: str = "reflect",
+) -> torch.Tensor:
+    """One-sided, unnormalised STFT magnitude to ``power`` (2: power), shape (..., n_fft // 2 + 1, frames).
+
+    The spectrogram under every front-end of this package (``torchaudio.functional.spectrogram``).
+    """
+    return AF.spectrogram(
+        waveform, pad=0, window=window, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
+        power=power, normalized=False, center=center, pad_mode=pad_mode, onesided=True,
+    )
+
+
+def apply_filterbank(spec: torch.Tensor, fbank: torch.Tensor) -> torch.Tensor:
+    """Filter energies ``fbank^T spec``: (..., freq, frames) and (freq, filters) -> (..., filters, frames).
+
+    ``fbank`` is moved to the device and dtype of ``spec``.
+    """
     fbank = fbank.to(device=spec.device, dtype=spec.dtype)
     return torch.matmul(spec.transpose(-1, -2), fbank).transpose(-1, -2)
 
@@ -206,10 +216,7 @@ def log_power_spectrogram(
     """
     win_length = win_length or n_fft
     win = window_tensor if window_tensor is not None else periodic_window(window, win_length, waveform.dtype, waveform.device)
-    power = AF.spectrogram(
-        waveform, pad=0, window=win, n_fft=n_fft, hop_length=hop_length, win_length=win_length,
-        power=2.0, normalized=False, center=center, pad_mode=pad_mode, onesided=True,
-    )
+    power = stft_power(waveform, win, n_fft, hop_length, win_length, 2.0, center, pad_mode)
     return torch.log(power + eps)
 
 
@@ -223,6 +230,37 @@ def periodic_window(name: str, length: int, dtype: torch.dtype = torch.float32, 
     if name not in windows:
         raise ValueError(f"window must be one of {sorted(windows)}, got {name!r}")
     return windows[name](length, periodic=True, dtype=dtype, device=device)
+
+
+def reflect_pad_items(waveform: torch.Tensor, lengths: torch.Tensor, pad: int) -> torch.Tensor:
+    """Reflect-pad each item of a zero-padded batch at ITS edges, as a lone item is padded.
+
+    Parameters
+    ----------
+    waveform : Tensor, shape (batch, time)
+        Item ``b`` holds ``lengths[b]`` valid samples, then padding.
+    lengths : Tensor of int, shape (batch,)
+    pad : int
+        Samples added before each item and reflected after its last valid one.
+
+    Returns
+    -------
+    Tensor, shape (batch, time + 2 pad)
+        Item ``b`` starts with ``torch.nn.functional.pad(x_b, (pad, pad), mode="reflect")``.
+
+    Examples
+    --------
+    >>> reflect_pad_items(torch.tensor([[1.0, 2.0, 3.0, 0.0]]), torch.tensor([3]), 1)
+    tensor([[2., 1., 2., 3., 2., 0.]])
+    """
+    if int(lengths.min()) <= pad:
+        raise ValueError(f"items must be longer than {pad} samples, got {int(lengths.min())}")
+    lengths = lengths.to(waveform.device)
+    out = torch.nn.functional.pad(waveform, (pad, pad))
+    out[:, :pad] = waveform[:, 1 : pad + 1].flip(-1)
+    k = torch.arange(pad, device=waveform.device)[None, :]
+    source = (lengths[:, None] - 2 - k).clamp(min=0)  # x[L-2], x[L-3], ...: reflection about x[L-1]
+    return out.scatter(1, lengths[:, None] + pad + k, torch.gather(waveform, 1, source))
 
 
 def masked_mean_variance_normalize(

@@ -184,12 +184,7 @@ class LogPowerSpectrogram(nn.Module):
         half = self.n_fft // 2
         if int(lengths.min()) <= half:
             raise ValueError(f"utterances must be longer than {half} samples, got {int(lengths.min())}")
-        # zero-pad by half a window each side, then write each item's reflected edges
-        padded = torch.nn.functional.pad(waveform, (half, half))
-        padded[:, :half] = waveform[:, 1 : half + 1].flip(-1)
-        k = torch.arange(half, device=waveform.device)[None, :]
-        source = (lengths[:, None] - 2 - k).clamp(min=0)  # x[L-2], x[L-3], ...: reflection about x[L-1]
-        padded.scatter_(1, lengths[:, None] + half + k, torch.gather(waveform, 1, source))
+        padded = F.reflect_pad_items(waveform, lengths, half)
         spec = F.log_power_spectrogram(
             padded, self.n_fft, self.hop_length, self.win_length, self.window, center=False, eps=self.eps,
             window_tensor=self.window_tensor.float(),
