@@ -29,7 +29,7 @@ import numpy as np
 from scipy import signal
 
 from audioexp.minicorpus import synth
-from audioexp.minicorpus.common import child_rng, is_complete, write_stamp, write_wav
+from audioexp.minicorpus.common import child_rng, corpus_stamp, finish_corpus, reuse_or_clear, write_wav
 
 GENERATOR_VERSION = 1
 SPLIT_PREFIX = {"train": "T", "dev": "D", "eval": "E"}
@@ -124,11 +124,9 @@ def write_asvspoof2017(
     root = Path(root)
     params = {"num_speakers": num_speakers, "utterances_per_class": counts, "seconds": list(seconds),
               "sample_rate": sample_rate}
-    stamp = {"kind": "asvspoof2017", "seed": int(seed), "generator_version": GENERATOR_VERSION, "params": params}
-    if is_complete(root, stamp):
+    stamp = corpus_stamp("asvspoof2017", seed, params, generator_version=GENERATOR_VERSION)
+    if reuse_or_clear(root, stamp):
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    (root / ".minicorpus.json").unlink(missing_ok=True)
     rng = child_rng(seed, 1)
     voices = [synth.random_voice(child_rng(seed, 2, s)) for s in range(num_speakers)]
     envs, plays, recs = _devices(rng, sample_rate, 4, 5, 5)
@@ -170,11 +168,11 @@ def write_asvspoof2017(
     (root / "protocol_V2").mkdir(exist_ok=True)
     for split, lines in lines_out.items():
         (root / "protocol_V2" / PROTOCOL_NAMES[split]).write_text("\n".join(lines) + "\n")
-    (root / "README.txt").write_text(
+    return finish_corpus(
+        root,
         "Miniature ASVspoof 2017 v2 -- GENERATED, not real recordings.\n"
         f"Written by audioexp.minicorpus (kind=asvspoof2017, seed={seed}, generator version "
         f"{GENERATOR_VERSION}).\nParameters: {json.dumps(params, sort_keys=True)}\n"
-        "Replayed = loudspeaker + room + attacker microphone + noise; see audioexp/minicorpus/asvspoof2017.py.\n"
+        "Replayed = loudspeaker + room + attacker microphone + noise; see audioexp/minicorpus/asvspoof2017.py.\n",
+        stamp,
     )
-    write_stamp(root, stamp)
-    return root

@@ -46,6 +46,45 @@ def write_stamp(root: Path, stamp: dict[str, Any]) -> None:
     os.replace(tmp, root / STAMP_NAME)
 
 
+def corpus_stamp(kind: str, seed: int, params: dict[str, Any], files: list[str] | None = None,
+                 **versions: int) -> dict[str, Any]:
+    """The completion stamp of a corpus: kind, seed, generator version (or ``versions``
+    overriding it, plus any design versions), parameters and, when given, its files."""
+    stamp = {"kind": kind, "seed": int(seed), "generator_version": GENERATOR_VERSION, **versions, "params": params}
+    if files is not None:
+        stamp["files"] = files
+    return stamp
+
+
+def reuse_or_clear(root: Path, stamp: dict[str, Any],
+                   remove_previous: Callable[[Path], None] | None = None) -> bool:
+    """True when ``root`` already holds the complete corpus of ``stamp`` (nothing to write).
+
+    Otherwise ``root`` is made ready for writing: created, its stamp removed first (so an
+    interrupted rewrite is never taken as complete), then ``remove_previous(root)`` clears
+    what an earlier run of the writer left; False is returned.
+    """
+    if is_complete(root, stamp):
+        return True
+    root.mkdir(parents=True, exist_ok=True)
+    (root / STAMP_NAME).unlink(missing_ok=True)
+    if remove_previous is not None:
+        remove_previous(root)
+    return False
+
+
+def show_progress(progress: bool | None, num_files: int) -> bool:
+    """Whether to show a progress bar: ``progress``, by default only for more than a few files."""
+    return num_files > PROGRESS_MIN_FILES if progress is None else progress
+
+
+def finish_corpus(root: Path, readme: str, stamp: dict[str, Any]) -> Path:
+    """Write ``README.txt``, then the completion stamp (last); returns ``root``."""
+    (root / "README.txt").write_text(readme, encoding="utf-8")
+    write_stamp(root, stamp)
+    return root
+
+
 def child_rng(seed: int, *key: int) -> np.random.Generator:
     """Generator for one item, independent of the order items are made in.
 

@@ -35,14 +35,8 @@ from tqdm.auto import tqdm
 from audioexp.minicorpus import synth
 from audioexp.data.emodb import EMOTIONS, FEMALE_SPEAKERS, SPEAKERS, TEXTS
 from audioexp.minicorpus.common import (
-    PROGRESS_MIN_FILES,
-    GENERATOR_VERSION,
-    STAMP_NAME,
-    child_rng,
-    is_complete,
-    write_stamp,
+    GENERATOR_VERSION, child_rng, corpus_stamp, finish_corpus, remove_own_entries, reuse_or_clear, show_progress,
     write_wav,
-    remove_own_entries,
 )
 
 __all__ = ["EMOTION_PROSODY", "write_emodb"]
@@ -181,23 +175,13 @@ def write_emodb(
         "max_seconds": float(max_seconds),
         "sample_rate": int(sample_rate),
     }
-    stamp = {
-        "kind": "emodb",
-        "seed": int(seed),
-        "generator_version": GENERATOR_VERSION,
-        "params": params,
-        "files": [f"wav/{name}" for *_, name in plan],
-    }
-    if is_complete(root, stamp):
+    stamp = corpus_stamp("emodb", seed, params, [f"wav/{name}" for *_, name in plan])
+    if reuse_or_clear(root, stamp, _remove_previous):
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    (root / STAMP_NAME).unlink(missing_ok=True)
-    _remove_previous(root)
 
     voices = _speaker_voices(seed, speakers)
     offset = child_rng(seed, _NUISANCE_KEY).random(3)
-    show = len(plan) > PROGRESS_MIN_FILES if progress is None else progress
-    for s, e, t, name in tqdm(plan, desc="emodb", unit="utt", disable=not show):
+    for s, e, t, name in tqdm(plan, desc="emodb", unit="utt", disable=not show_progress(progress, len(plan))):
         rng = child_rng(seed, _UTT_KEY, s, e, t)
         voice, level_offset = acted_voice(voices[speakers[s]], emotions[e], rng)
         # the same pause fraction and noise floor for utterance t of every emotion
@@ -207,7 +191,8 @@ def write_emodb(
         audio = synth.finish_clip(clean, sample_rate, rng, level_dbfs=_BASE_LEVEL_DBFS + level_offset, noise_floor_dbfs=nuisance.noise_floor_dbfs)
         write_wav(root / "wav" / name, audio, sample_rate)
 
-    (root / "README.txt").write_text(
+    return finish_corpus(
+        root,
         "Miniature EmoDB -- GENERATED synthetic voices, not real recordings.\n\n"
         f"Written by audioexp.minicorpus.emodb (kind=emodb, seed={seed}, generator version {GENERATOR_VERSION}).\n"
         f"Python: audioexp.minicorpus.write_minicorpus('emodb', OUT_DIR, seed={seed}, **{json.dumps(params, sort_keys=True)})\n\n"
@@ -217,7 +202,5 @@ def write_emodb(
         "Each speaker has one synthetic voice and acts the emotions through pitch level and range,\n"
         "tempo, spectral tilt, breathiness, jitter and level; pauses and noise floor do not depend\n"
         "on the emotion.\n",
-        encoding="utf-8",
+        stamp,
     )
-    write_stamp(root, stamp)
-    return root

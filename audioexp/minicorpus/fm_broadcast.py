@@ -17,13 +17,7 @@ from tqdm.auto import tqdm
 
 from audioexp.minicorpus import synth
 from audioexp.minicorpus.common import (
-    GENERATOR_VERSION,
-    PROGRESS_MIN_FILES,
-    STAMP_NAME,
-    child_rng,
-    is_complete,
-    remove_own_entries,
-    write_stamp,
+    GENERATOR_VERSION, child_rng, corpus_stamp, finish_corpus, remove_own_entries, reuse_or_clear, show_progress,
     write_wav,
 )
 
@@ -129,20 +123,9 @@ def write_fm_broadcast(
         "clip_seconds": float(clip_seconds),
         "sample_rate": int(sample_rate),
     }
-    stamp = {
-        "kind": "fm_broadcast",
-        "seed": int(seed),
-        "generator_version": GENERATOR_VERSION,
-        "params": params,
-        "files": [rel for *_, rel in plan],
-    }
-    if is_complete(root, stamp):
+    stamp = corpus_stamp("fm_broadcast", seed, params, [rel for *_, rel in plan])
+    if reuse_or_clear(root, stamp, _remove_previous_fm):
         return root
-
-    root.mkdir(parents=True, exist_ok=True)
-    # Invalidate first, so an interrupted rewrite is never taken as complete.
-    (root / STAMP_NAME).unlink(missing_ok=True)
-    _remove_previous_fm(root)
 
     # Per-recording parameters: one voice / one piece per recording.
     voices = {
@@ -154,7 +137,7 @@ def write_fm_broadcast(
         for rec in range(recordings_per_class)
     }
     offset = child_rng(seed, _NUISANCE_KEY).random(3)
-    show = len(plan) > PROGRESS_MIN_FILES if progress is None else progress
+    show = show_progress(progress, len(plan))
     for ci, clip, rec, rel in tqdm(plan, desc="fm_broadcast", unit="clip", disable=not show):
         rng = child_rng(seed, ci, _CLIP_KEY, clip)
         label = FM_CLASSES[ci]
@@ -175,7 +158,8 @@ def write_fm_broadcast(
         f"--clips-per-class {clips_per_class}"
     )
     extra = {k: v for k, v in params.items() if k != "clips_per_class"}
-    (root / "README.txt").write_text(
+    return finish_corpus(
+        root,
         "Miniature FM broadcast speech/music corpus -- GENERATED, not real recordings.\n"
         "\n"
         f"Written by audioexp.minicorpus (kind=fm_broadcast, seed={seed}, "
@@ -190,9 +174,7 @@ def write_fm_broadcast(
         "Loudness (active RMS), pause fraction and noise floor follow the same\n"
         "distribution in both classes (clip i of each class gets the same values),\n"
         "so they do not reveal the label.\n",
-        encoding="utf-8",
+        stamp,
     )
-    write_stamp(root, stamp)
-    return root
 
 

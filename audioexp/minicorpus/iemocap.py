@@ -59,14 +59,8 @@ from tqdm.auto import tqdm
 
 from audioexp.minicorpus import synth
 from audioexp.minicorpus.common import (
-    PROGRESS_MIN_FILES,
-    GENERATOR_VERSION,
-    STAMP_NAME,
-    child_rng,
-    is_complete,
-    write_stamp,
+    GENERATOR_VERSION, child_rng, corpus_stamp, finish_corpus, remove_own_entries, reuse_or_clear, show_progress,
     write_wav,
-    remove_own_entries,
 )
 
 __all__ = ["DESIGN_VERSION", "EMOTION_STYLE", "write_iemocap"]
@@ -229,24 +223,14 @@ def write_iemocap(
     wav = {utt: f"Session{s}/sentences/wav/{dialog}/{utt}.wav" for s, dialog, utt, *_ in plan}
     dialogs = sorted({(s, dialog) for s, dialog, *_ in plan})
     evaluations = [f"Session{s}/dialog/EmoEvaluation/{dialog}.txt" for s, dialog in dialogs]
-    stamp = {
-        "kind": "iemocap",
-        "seed": int(seed),
-        "generator_version": GENERATOR_VERSION,
-        "design_version": DESIGN_VERSION,
-        "params": params,
-        "files": sorted(wav.values()) + evaluations,
-    }
-    if is_complete(root, stamp):
+    stamp = corpus_stamp("iemocap", seed, params, sorted(wav.values()) + evaluations, design_version=DESIGN_VERSION)
+    if reuse_or_clear(root, stamp, _remove_previous):
         return root
-    root.mkdir(parents=True, exist_ok=True)
-    (root / STAMP_NAME).unlink(missing_ok=True)
-    _remove_previous(root)
 
     voices = _design_actors(child_rng(seed, _DESIGN_KEY))
     offset = child_rng(seed, _NUISANCE_KEY).random(3)
     durations: dict[str, float] = {}
-    show = len(plan) > PROGRESS_MIN_FILES if progress is None else progress
+    show = show_progress(progress, len(plan))
     for s, dialog, utt, actor, emotion, k in tqdm(plan, desc="iemocap", unit="utt", disable=not show):
         rng = child_rng(seed, _UTT_KEY, s, "FM".index(actor[-1]), k)
         nuisance = synth.nuisance_sequence(offset, k)
@@ -283,7 +267,8 @@ def write_iemocap(
         path.write_text("\n".join(lines) + "\n", encoding="utf-8")
 
     improvised = sum(1 for _, d, _, _, e, _ in plan if "_impro" in d and e in ("neu", "hap", "ang", "sad"))
-    (root / "README.txt").write_text(
+    return finish_corpus(
+        root,
         "Miniature IEMOCAP -- GENERATED synthetic actors and emotions, not real recordings.\n\n"
         f"Written by audioexp.minicorpus.iemocap (kind=iemocap, seed={seed}, generator version {GENERATOR_VERSION}, design {DESIGN_VERSION}).\n"
         f"Python: audioexp.minicorpus.write_minicorpus('iemocap', OUT_DIR, seed={seed}, ...)\n"
@@ -294,7 +279,5 @@ def write_iemocap(
         "  Session{1..5}/dialog/EmoEvaluation/<dialog>.txt\n"
         "Emotions change each actor's pitch level and range, speaking rate, spectral tilt and phonation;\n"
         "loudness and pauses follow one sequence for every actor and so carry no label.\n",
-        encoding="utf-8",
+        stamp,
     )
-    write_stamp(root, stamp)
-    return root

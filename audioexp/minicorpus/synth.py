@@ -139,23 +139,16 @@ def silence_fraction(
 
 
 def active_rms_dbfs(
-    x: np.ndarray,
-    sample_rate: int,
-    threshold_db: float = SILENCE_THRESHOLD_DB,
-    frame_seconds: float = FRAME_SECONDS,
+    x: np.ndarray, sample_rate: int, threshold_db: float = SILENCE_THRESHOLD_DB, frame_seconds: float = FRAME_SECONDS
 ) -> float:
     """RMS level in dBFS over the non-silent frames only.
 
     Parameters
     ----------
-    x : np.ndarray, shape (n_samples,)
-        Signal in full-scale units.
-    sample_rate : int
-        Sampling rate in Hz.
+    x, sample_rate, frame_seconds
+        As in :func:`silence_fraction`.
     threshold_db : float
         Frames at or above this absolute level (dBFS) count as active.
-    frame_seconds : float
-        Frame length in seconds.
 
     Returns
     -------
@@ -837,6 +830,22 @@ def _raised_window(n: int) -> np.ndarray:
     return np.sin(np.pi * (np.arange(n) + 0.5) / n) ** 2
 
 
+def _pause_layout(
+    duration_s: float, sample_rate: int, rng: np.random.Generator, silence_fraction: float | None
+) -> tuple[int, list[tuple[float, float]]]:
+    """Samples of a clip and its active stretches (:func:`activity_segments`; none for an empty clip).
+
+    A ``silence_fraction`` of ``None`` is drawn first (:func:`draw_silence_fraction`), so
+    :func:`synth_speech` and :func:`synth_music` draw in the same order.
+    """
+    if silence_fraction is None:
+        silence_fraction = draw_silence_fraction(rng)
+    n = int(round(duration_s * sample_rate))
+    if n == 0:
+        return 0, []
+    return n, activity_segments(duration_s, rng, silence_fraction)
+
+
 def synth_speech(
     duration_s: float,
     sample_rate: int,
@@ -874,12 +883,9 @@ def synth_speech(
         the pauses (add noise with :func:`finish_clip`).
     """
     voice = random_voice(rng) if voice is None else voice
-    if silence_fraction is None:
-        silence_fraction = draw_silence_fraction(rng)
-    n = int(round(duration_s * sample_rate))
+    n, segments = _pause_layout(duration_s, sample_rate, rng, silence_fraction)
     if n == 0:
         return np.zeros(0)
-    segments = activity_segments(duration_s, rng, silence_fraction)
 
     f0 = np.zeros(n)
     amp = np.zeros(n)
@@ -1199,11 +1205,8 @@ def _render_note(
 
 
 def synth_music(
-    duration_s: float,
-    sample_rate: int,
-    rng: np.random.Generator,
-    style: MusicStyle | None = None,
-    silence_fraction: float | None = None,
+    duration_s: float, sample_rate: int, rng: np.random.Generator,
+    style: MusicStyle | None = None, silence_fraction: float | None = None,
 ) -> np.ndarray:
     """Music-like audio: chords, bass, a melody and drums on a metric grid.
 
@@ -1217,12 +1220,8 @@ def synth_music(
 
     Parameters
     ----------
-    duration_s : float
-        Duration in seconds.
-    sample_rate : int
-        Sampling rate in Hz.
-    rng : np.random.Generator
-        Random source.
+    duration_s, sample_rate, rng
+        As in :func:`synth_speech`.
     style : MusicStyle, optional
         Piece parameters; drawn with :func:`random_music_style` if ``None``.
     silence_fraction : float, optional
@@ -1235,12 +1234,9 @@ def synth_music(
         in the rests.
     """
     style = random_music_style(rng) if style is None else style
-    if silence_fraction is None:
-        silence_fraction = draw_silence_fraction(rng)
-    n = int(round(duration_s * sample_rate))
+    n, segments = _pause_layout(duration_s, sample_rate, rng, silence_fraction)
     if n == 0:
         return np.zeros(0)
-    segments = activity_segments(duration_s, rng, silence_fraction)
     beat = 60.0 / style.tempo_bpm
     bar = 4 * beat
     scale = _MINOR if style.minor else _MAJOR
@@ -1456,12 +1452,8 @@ def synth_broadcast_clip(
     ----------
     label : {"speech", "music"}
         Class to synthesise.
-    duration_s : float
-        Duration in seconds.
-    sample_rate : int
-        Sampling rate in Hz.
-    rng : np.random.Generator
-        Random source.
+    duration_s, sample_rate, rng
+        As in :func:`synth_speech`.
     voice : VoiceParams, optional
         Speaker for ``"speech"`` (random if ``None``).
     style : MusicStyle, optional

@@ -88,14 +88,8 @@ from tqdm.auto import tqdm
 
 from audioexp.minicorpus import synth
 from audioexp.minicorpus.common import (
-    PROGRESS_MIN_FILES,
-    GENERATOR_VERSION,
-    STAMP_NAME,
-    child_rng,
-    is_complete,
-    write_stamp,
+    GENERATOR_VERSION, child_rng, corpus_stamp, finish_corpus, remove_own_entries, reuse_or_clear, show_progress,
     write_wav,
-    remove_own_entries,
 )
 
 __all__ = [
@@ -675,24 +669,13 @@ def write_voxceleb1(
         for v in range(videos_per_speaker)
         for u in range(utterances_per_video)
     ]
-    stamp = {
-        "kind": "voxceleb1",
-        "seed": int(seed),
-        "generator_version": GENERATOR_VERSION,
-        "voice_design": _VOICE_DESIGN,
-        "params": params,
-        "files": [f"wav/{rel}" for *_, rel in plan] + list(LIST_FILES),
-    }
-    if is_complete(root, stamp):
+    files = [f"wav/{rel}" for *_, rel in plan] + list(LIST_FILES)
+    stamp = corpus_stamp("voxceleb1", seed, params, files, voice_design=_VOICE_DESIGN)
+    if reuse_or_clear(root, stamp, _remove_previous):
         return root
 
-    root.mkdir(parents=True, exist_ok=True)
-    # Invalidate first, so an interrupted rewrite is never taken as complete.
-    (root / STAMP_NAME).unlink(missing_ok=True)
-    _remove_previous(root)
-
     offset = child_rng(seed, _NUISANCE_KEY).random(3)
-    show = len(plan) > PROGRESS_MIN_FILES if progress is None else progress
+    show = show_progress(progress, len(plan))
     jobs = [
         (
             str(root / "wav" / rel), seed, s, v, u, videos[s][v],
@@ -760,7 +743,8 @@ def write_voxceleb1(
     )
     durations = f"{min_seconds:g}-{max_seconds:g}"
     # No absolute path in here, so the whole tree is byte-identical per seed.
-    (root / "README.txt").write_text(
+    return finish_corpus(
+        root,
         "Miniature VoxCeleb1 -- GENERATED synthetic voices, not real recordings.\n"
         "\n"
         f"Written by audioexp.minicorpus.voxceleb1 (kind=voxceleb1, seed={seed}, "
@@ -784,7 +768,5 @@ def write_voxceleb1(
         "and a slight change of speaking style.  Utterance k of every speaker gets the same\n"
         "active level and pause fraction, so loudness does not identify the speaker.\n"
         "Speaker names are invented.\n",
-        encoding="utf-8",
+        stamp,
     )
-    write_stamp(root, stamp)
-    return root
