@@ -18,11 +18,12 @@ description of B1, append the frame's log energy (sum of constant-Q power) to c1
 from __future__ import annotations
 
 import warnings
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from audioexp.features.replay import deltas, utterance_mvn
+from audioexp.features.replay import utterance_mvn, with_deltas
 
 __all__ = ["CQCCFeatures", "cqcc"]
 
@@ -92,6 +93,7 @@ def cqcc(
     return np.concatenate([ceps, energy[None]], axis=0).T
 
 
+@dataclass(eq=False, repr=False)
 class CQCCFeatures:
     """CQCC + deltas + double deltas (60 values per frame), a functional front-end of the GMM
     system: NumPy waveform in, NumPy ``(frames, 60)`` out, no state beyond its settings.
@@ -105,25 +107,14 @@ class CQCCFeatures:
     Other parameters: see :func:`cqcc`.
     """
 
-    def __init__(
-        self,
-        sample_rate: int = 16000,
-        bins_per_octave: int = 96,
-        num_octaves: int = 9,
-        hop_length: int = 256,
-        resample_d: int = 16,
-        num_ceps: int = 19,
-        delta_width: int = 2,
-        mvn: bool = False,
-    ) -> None:
-        self.sample_rate = sample_rate
-        self.bins_per_octave = bins_per_octave
-        self.num_octaves = num_octaves
-        self.hop_length = hop_length
-        self.resample_d = resample_d
-        self.num_ceps = num_ceps
-        self.delta_width = delta_width
-        self.mvn = mvn
+    sample_rate: int = 16000
+    bins_per_octave: int = 96
+    num_octaves: int = 9
+    hop_length: int = 256
+    resample_d: int = 16
+    num_ceps: int = 19
+    delta_width: int = 2
+    mvn: bool = False
 
     def settings(self) -> dict:
         return {"class": "CQCCFeatures", **vars(self)}
@@ -137,8 +128,7 @@ class CQCCFeatures:
             cqcc(np.asarray(waveform, dtype=np.float64), self.sample_rate, self.bins_per_octave, self.num_octaves,
                  hop_length=self.hop_length, resample_d=self.resample_d, num_ceps=self.num_ceps).T.copy()
         )
-        d1 = deltas(static, self.delta_width)
-        feats = torch.cat([static, d1, deltas(d1, self.delta_width)], dim=0)
+        feats = with_deltas(static, self.delta_width)
         if self.mvn:
             feats = utterance_mvn(feats)
         return feats.T.contiguous().numpy()

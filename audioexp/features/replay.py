@@ -21,6 +21,8 @@ regression over +-2 frames (ours; librosa's default window is 9 frames).
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import numpy as np
 import torch
 
@@ -32,6 +34,7 @@ __all__ = [
     "spectral_envelope_centroids",
     "triangular_filterbank_bands",
     "utterance_mvn",
+    "with_deltas",
 ]
 
 FEATURES = ("cf", "cm", "cf_cm")
@@ -67,6 +70,12 @@ def deltas(features: torch.Tensor, width: int = 2) -> torch.Tensor:
     for n in range(1, width + 1):
         out = out + n * (padded[..., width + n : width + n + t] - padded[..., width - n : width - n + t])
     return out / (2 * sum(n * n for n in range(1, width + 1)))
+
+
+def with_deltas(static: torch.Tensor, width: int = 2) -> torch.Tensor:
+    """``static`` (features, frames), its :func:`deltas` and double deltas, stacked: (3 features, frames)."""
+    d1 = deltas(static, width)
+    return torch.cat([static, d1, deltas(d1, width)], dim=0)
 
 
 def utterance_mvn(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -197,6 +206,7 @@ def triangular_filterbank_bands(
     return torch.from_numpy(bands.reshape(x.shape[0], num_filters, nfr * frame))
 
 
+@dataclass(eq=False, repr=False)
 class SDFBFeatures:
     """CF, CM or both (feature-level fusion) from the spatially differentiated filterbank.
 
@@ -228,44 +238,29 @@ class SDFBFeatures:
         Added to CM before the log (ours).
     """
 
-    def __init__(
-        self,
-        feature: str = "cf",
-        num_differentiations: int = 6,
-        filterbank: str = "iir",
-        num_filters: int = 80,
-        sample_rate: int = 16000,
-        bandwidth_factor: float = 1.0,
-        unit_center_gain: bool = False,
-        center_grid: str = "inner",
-        num_cepstra: int = 40,
-        delta_width: int = 2,
-        include_dc: bool = True,
-        f_max: float = 950.0,
-        mvn: bool = True,
-        log_floor: float = 1e-10,
-    ) -> None:
-        if feature not in FEATURES:
-            raise ValueError(f"feature must be one of {FEATURES}, got {feature!r}")
-        if filterbank not in FILTERBANKS:
-            raise ValueError(f"filterbank must be one of {FILTERBANKS}, got {filterbank!r}")
-        if not 1 <= num_cepstra <= num_filters:
-            raise ValueError(f"num_cepstra must be in [1, {num_filters}], got {num_cepstra}")
-        differentiation_matrix(num_filters, num_differentiations)  # validates k
-        self.feature = feature
-        self.num_differentiations = num_differentiations
-        self.filterbank = filterbank
-        self.num_filters = num_filters
-        self.sample_rate = sample_rate
-        self.bandwidth_factor = bandwidth_factor
-        self.unit_center_gain = unit_center_gain
-        self.center_grid = center_grid
-        self.num_cepstra = num_cepstra
-        self.delta_width = delta_width
-        self.include_dc = include_dc
-        self.f_max = f_max
-        self.mvn = mvn
-        self.log_floor = log_floor
+    feature: str = "cf"
+    num_differentiations: int = 6
+    filterbank: str = "iir"
+    num_filters: int = 80
+    sample_rate: int = 16000
+    bandwidth_factor: float = 1.0
+    unit_center_gain: bool = False
+    center_grid: str = "inner"
+    num_cepstra: int = 40
+    delta_width: int = 2
+    include_dc: bool = True
+    f_max: float = 950.0
+    mvn: bool = True
+    log_floor: float = 1e-10
+
+    def __post_init__(self) -> None:
+        if self.feature not in FEATURES:
+            raise ValueError(f"feature must be one of {FEATURES}, got {self.feature!r}")
+        if self.filterbank not in FILTERBANKS:
+            raise ValueError(f"filterbank must be one of {FILTERBANKS}, got {self.filterbank!r}")
+        if not 1 <= self.num_cepstra <= self.num_filters:
+            raise ValueError(f"num_cepstra must be in [1, {self.num_filters}], got {self.num_cepstra}")
+        differentiation_matrix(self.num_filters, self.num_differentiations)  # validates k
 
     def settings(self) -> dict:
         """Everything the output depends on (keys the feature cache)."""
@@ -303,18 +298,14 @@ class SDFBFeatures:
                                              include_dc=self.include_dc)
         parts = []
         if self.feature in ("cf", "cf_cm"):
-            parts.append(self._dynamic(cf[0]))
+            parts.append(with_deltas(cf[0], self.delta_width))
         if self.feature in ("cm", "cf_cm"):
             from scipy.fft import dct
 
             log_cm = torch.log(cm[0] + self.log_floor).numpy()
             cep = dct(log_cm, type=2, norm="ortho", axis=0)[: self.num_cepstra]
-            parts.append(self._dynamic(torch.from_numpy(cep)))
+            parts.append(with_deltas(torch.from_numpy(cep), self.delta_width))
         feats = torch.cat(parts, dim=0)
         if self.mvn:
             feats = utterance_mvn(feats)
         return feats.T.contiguous().numpy()
-
-    def _dynamic(self, static: torch.Tensor) -> torch.Tensor:
-        d1 = deltas(static, self.delta_width)
-        return torch.cat([static, d1, deltas(d1, self.delta_width)], dim=0)
