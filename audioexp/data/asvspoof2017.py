@@ -35,7 +35,7 @@ from pathlib import Path
 
 import numpy as np
 
-from audioexp.data.manifest import CorpusNotFoundError
+from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table, read_corpus_table
 from audioexp.data.protocols import ProtocolFileError, read_list_file
 from audioexp.data.splits import first_per_group
 
@@ -144,7 +144,14 @@ class ASVspoof2017:
     max_files_per_class : int, optional
         Keep only the first files of each class in every split (a quick run of the whole
         path, set by ``+debug=...``); None: the whole protocol.
+    cache_dir : path, optional
+        Where each split's table (its protocol entries, checked against the audio folder) is
+        written in :meth:`prepare_data` (default ``ROOT/.audioexp``).
     """
+
+    #: Columns of a split's table ('' for version 1.0 eval's missing fields and genuine
+    #: lines' '-').
+    table_columns = ("file", "key", "speaker", "phrase", "environment", "playback", "recorder")
 
     def __init__(
         self,
@@ -157,6 +164,7 @@ class ASVspoof2017:
         num_classes: int = 2,
         class_names: list[str] | None = None,
         max_files_per_class: int | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         if version not in LAYOUTS:
             raise ValueError(f"version must be 1 or 2, got {version!r}")
@@ -172,13 +180,18 @@ class ASVspoof2017:
         self.protocol_dir = Path(protocol_dir) if protocol_dir else self.root / self.layout["protocol_dir"]
         self.max_files_per_class = max_files_per_class
         self.prepare = prepare
+        self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".audioexp"
 
-    def prepare_data(self) -> None:
-        """Run the injected ``prepare`` (if any); fail with the expected layout when the root is missing."""
+    def prepare_data(self, splits: tuple[str, ...] | list[str] = SPLITS) -> None:
+        """Run the injected ``prepare`` (if any); fail with the expected layout when the root is
+        missing; read and check the protocol of each split (version 1.0's eval list only when
+        present) into its table."""
         if self.prepare is not None:
             self.prepare(self.root)
         if not self.root.is_dir():
             raise CorpusNotFoundError(f"ASVspoof 2017 root {self.root} does not exist; " + self._expected())
+        for split in splits:
+            self.table_path(split)
 
     def _expected(self) -> str:
         return EXPECTED_LAYOUT.format(version=self.version, root=self.root, audio=self.layout["audio"],
@@ -192,8 +205,7 @@ class ASVspoof2017:
     def audio_dir(self, split: str) -> Path:
         return self.root / self.layout["audio"].format(split=split)
 
-    def entries(self, split: str) -> list[ProtocolEntry]:
-        """Protocol entries of a split; the audio folder must exist and hold every file."""
+    def _entry_rows(self, split: str):
         proto = self.protocol_file(split)
         if not proto.is_file():
             raise CorpusNotFoundError(f"no protocol list {proto}; " + self._expected())
@@ -207,7 +219,20 @@ class ASVspoof2017:
             raise CorpusNotFoundError(
                 f"{len(missing)} file(s) listed in {proto} are missing from {audio}, e.g. {missing[:3]}"
             )
-        return entries
+        return [(e.file, e.key, e.speaker, e.phrase, e.environment, e.playback, e.recorder) for e in entries]
+
+    def table_path(self, split: str) -> Path:
+        """Build (or reuse) the table of a split from its protocol list and audio folder."""
+        proto, audio = self.protocol_file(split), self.audio_dir(split)
+        name = f"asvspoof2017-{split}-{cache_key(self.root.resolve(), proto.resolve(), self.version)}.csv"
+        return corpus_table(self.cache_dir / name, self.table_columns, lambda: self._entry_rows(split), [proto, audio])
+
+    def entries(self, split: str) -> list[ProtocolEntry]:
+        """Protocol entries of a split (from its table); the audio folder must hold every file."""
+        none = lambda v: v or None  # noqa: E731
+        return [ProtocolEntry(r["file"], none(r["key"]), none(r["speaker"]), r["phrase"], none(r["environment"]),
+                              none(r["playback"]), none(r["recorder"]))
+                for r in read_corpus_table(self.table_path(split), self.table_columns)]
 
     def utterances(self, split: str) -> tuple[list[Path], np.ndarray]:
         """Audio paths and labels (1 genuine, 0 spoof) of a split."""

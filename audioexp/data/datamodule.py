@@ -1,20 +1,32 @@
 """What every corpus's DataModule shares, and nothing more: the injected ``prepare`` step and
-the missing-root error, the class count, and loaders by split.
+the missing-root error, the corpus table written in ``prepare_data`` and read in ``setup``,
+the class count, and loaders by split.
 
-A corpus module subclasses :class:`CorpusDataModule`, sets :attr:`corpus_name` and
-:attr:`expected_layout`, keeps ``root``, ``prepare`` and ``class_names`` attributes, and
-implements ``_loader(split)``; everything about its files and protocol stays in its own
-module.
+A corpus module subclasses :class:`CorpusDataModule`, sets :attr:`corpus_name`,
+:attr:`expected_layout` and :attr:`table_columns`, keeps ``root``, ``prepare``,
+``cache_dir`` and ``class_names`` attributes, and implements ``table_rows()`` (parse the
+protocol files, one row per file), ``table_sources()`` (what the rows are built from) and
+``_loader(split)``; everything about its files and protocol stays in its own module.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
 import lightning as L
 from torch.utils.data import DataLoader
 
-from audioexp.data.manifest import CorpusNotFoundError
+from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table, read_corpus_table
 
-__all__ = ["CorpusDataModule"]
+__all__ = ["CorpusDataModule", "default_cache_dir"]
+
+
+def default_cache_dir(root: str | os.PathLike, cache_dir: str | os.PathLike | None) -> Path:
+    """``cache_dir``, or ``ROOT/.audioexp`` when none is given (the data configs give
+    ``${paths.data_dir}/manifests``, so a read-only corpus is never written to)."""
+    return Path(cache_dir) if cache_dir else Path(root) / ".audioexp"
 
 
 class CorpusDataModule(L.LightningDataModule):
@@ -30,6 +42,9 @@ class CorpusDataModule(L.LightningDataModule):
     corpus_name: str = "corpus"
     #: The on-disk layout, shown when the root is missing (``{root}`` is filled in).
     expected_layout: str = "{root}"
+    #: Columns of the corpus table (one row per file); empty: the corpus keeps no table.
+    table_columns: tuple[str, ...] = ()
+    rebuild_manifest: bool = False
 
     @property
     def num_classes(self) -> int:
@@ -41,6 +56,31 @@ class CorpusDataModule(L.LightningDataModule):
         if not self.root.is_dir():
             raise CorpusNotFoundError(f"{self.corpus_name} root {self.root} does not exist; "
                                       + self.expected_layout.format(root=self.root))
+        if self.table_columns:
+            self.table_path()
+
+    # --- the corpus table --------------------------------------------------------------
+    def table_key(self) -> Sequence[object]:
+        """What besides the root the table's rows depend on (e.g. the protocol)."""
+        return ()
+
+    def table_sources(self) -> Sequence[Path]:
+        """The protocol files and folders the rows are read from (a change rebuilds the table)."""
+        return [self.root]
+
+    def table_rows(self) -> Iterable[Sequence[object]]:
+        raise NotImplementedError(f"{type(self).__name__} keeps no corpus table")
+
+    def table_path(self) -> Path:
+        """Build the table (or reuse a fresh one) under ``cache_dir``; return its path."""
+        slug = self.corpus_name.lower().replace(" ", "")
+        name = f"{slug}-{cache_key(self.root.resolve(), *self.table_key())}.csv"
+        return corpus_table(self.cache_dir / name, self.table_columns, self.table_rows, self.table_sources(),
+                            rebuild=self.rebuild_manifest)
+
+    def read_table(self) -> list[dict[str, str]]:
+        """The corpus table's rows (built here when ``prepare_data`` has not run, e.g. in a notebook)."""
+        return read_corpus_table(self.table_path(), self.table_columns)
 
     def _loader(self, split: str) -> DataLoader:
         raise NotImplementedError(f"{type(self).__name__} has no {split} loader")

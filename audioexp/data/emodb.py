@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 from torch.utils.data import DataLoader
 
-from audioexp.data.datamodule import CorpusDataModule
+from audioexp.data.datamodule import CorpusDataModule, default_cache_dir
 from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
 from audioexp.data.manifest import CorpusNotFoundError
 from audioexp.data.splits import first_per_group
@@ -196,6 +196,9 @@ class EmoDBDataModule(CorpusDataModule):
     max_files_per_class : int, optional
         Keep only the first files of each emotion of each speaker (a quick run of the whole
         path, set by ``+debug=...``); None: every file.
+    cache_dir : path, optional
+        Where the corpus table (file name, speaker, text, emotion, version) is written in
+        ``prepare_data`` (default ``ROOT/.audioexp``).
     num_classes, class_names
         For configs; always the seven EmoDB emotions.
     """
@@ -213,6 +216,7 @@ class EmoDBDataModule(CorpusDataModule):
         num_classes: int = 7,
         class_names: list[str] | None = None,
         max_files_per_class: int | None = None,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         if num_classes != len(CLASS_NAMES):
@@ -229,15 +233,25 @@ class EmoDBDataModule(CorpusDataModule):
         self.check_counts = check_counts
         self.class_names = list(CLASS_NAMES)
         self.max_files_per_class = max_files_per_class
+        self.cache_dir = default_cache_dir(self.root, cache_dir)
         self.utterances: list[EmoDBUtterance] = []
 
     corpus_name = "EmoDB"
     expected_layout = EXPECTED_LAYOUT
+    table_columns = ("path", "speaker", "text", "emotion", "version")
+
+    def table_sources(self) -> list[Path]:
+        return [self.root / "wav"]
+
+    def table_rows(self):
+        for u in list_emodb(self.root):
+            yield f"wav/{u.name}", u.speaker, u.text, u.emotion, u.version
 
     def setup(self, stage: str | None = None) -> None:
         if self.utterances:
             return
-        self.utterances = list_emodb(self.root)
+        self.utterances = [EmoDBUtterance(Path(row["path"]).name, row["speaker"], row["text"], row["emotion"], row["version"])
+                           for row in self.read_table()]
         if self.check_counts:
             check_counts(self.root, self.utterances)
         if self.max_files_per_class is not None:

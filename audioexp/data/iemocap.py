@@ -48,7 +48,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
-from audioexp.data.datamodule import CorpusDataModule
+from audioexp.data.datamodule import CorpusDataModule, default_cache_dir
 from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
 from audioexp.data.manifest import CorpusNotFoundError
 from audioexp.data.protocols import ProtocolFileError, read_list_file
@@ -309,6 +309,9 @@ class IEMOCAPDataModule(CorpusDataModule):
         Called with ``root`` in ``prepare_data`` before anything is read: a ``*_mini`` data
         config injects :func:`audioexp.minicorpus.prepare` here, which writes a miniature
         corpus on first use. This module does not know what it does.
+    cache_dir : path, optional
+        Where the corpus table (every labelled utterance of the EmoEvaluation files) is
+        written in ``prepare_data`` (default ``ROOT/.audioexp``).
     """
 
     def __init__(
@@ -334,6 +337,7 @@ class IEMOCAPDataModule(CorpusDataModule):
         num_classes: int = 4,
         class_names: list[str] | None = None,
         num_train_speakers: int = 8,
+        cache_dir: str | None = None,
     ) -> None:
         super().__init__()
         fold_speakers(protocol, fold)  # validates protocol and fold now
@@ -359,6 +363,7 @@ class IEMOCAPDataModule(CorpusDataModule):
         self.check_counts = check_counts
         self.prepare = prepare
         self.expected_train_speakers = num_train_speakers
+        self.cache_dir = default_cache_dir(self.root, cache_dir)
         self.class_names = list(CLASSES)
         self.speakers = all_speakers()
         self.train_speakers: list[str] = []
@@ -366,6 +371,20 @@ class IEMOCAPDataModule(CorpusDataModule):
 
     corpus_name = "IEMOCAP"
     expected_layout = EXPECTED_LAYOUT
+    table_columns = ("path", "utterance_id", "dialog", "session", "speaker", "emotion", "start", "end")
+
+    def table_sources(self) -> list[Path]:
+        folders = [self.root / f"Session{s}" / "dialog" / "EmoEvaluation" for s in SESSIONS]
+        return [*folders, *sorted(p for f in folders if f.is_dir() for p in f.glob("*.txt"))]
+
+    def table_rows(self):
+        for u in read_iemocap(self.root):
+            yield u.path, u.utterance_id, u.dialog, u.session, u.speaker, u.emotion, u.start, u.end
+
+    def utterances(self) -> list[Utterance]:
+        """Every labelled utterance of the corpus table, in EmoEvaluation order."""
+        return [Utterance(r["utterance_id"], r["dialog"], int(r["session"]), r["speaker"], r["emotion"],
+                          float(r["start"]), float(r["end"])) for r in self.read_table()]
 
     def _check_count(self, n: int) -> None:
         if not self.check_counts:
@@ -381,7 +400,7 @@ class IEMOCAPDataModule(CorpusDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.splits:
             return
-        chosen = select_utterances(read_iemocap(self.root), self.include_scripted, self.merge_excited)
+        chosen = select_utterances(self.utterances(), self.include_scripted, self.merge_excited)
         self._check_count(len(chosen))
         missing = [u.path for u, _ in chosen if not (self.root / u.path).is_file()]
         if missing:

@@ -12,11 +12,12 @@ from __future__ import annotations
 
 import csv
 import hashlib
+import itertools
 
 import json
 import os
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -210,15 +211,17 @@ def tree_stamp(root: str | os.PathLike, subdirs: Sequence[str]) -> dict[str, flo
 
 
 def cache_is_fresh(cache_file: str | os.PathLike, stamp: dict) -> bool:
-    """Whether ``cache_file`` exists and its ``.json`` stamp holds the same ``mtimes``."""
+    """Whether ``cache_file`` exists and its ``.json`` stamp holds the same values as ``stamp``
+    (every key but ``root``, which only says where the cache came from)."""
     cache_file = Path(cache_file)
     stamp_path = cache_file.with_suffix(".json")
     if not (cache_file.exists() and stamp_path.exists()):
         return False
     try:
-        return json.loads(stamp_path.read_text())["mtimes"] == stamp["mtimes"]
-    except (ValueError, KeyError):
+        saved = json.loads(stamp_path.read_text())
+    except ValueError:
         return False
+    return all(saved.get(key) == value for key, value in stamp.items() if key != "root")
 
 
 def write_cache_stamp(cache_file: str | os.PathLike, stamp: dict, num_files: int) -> None:
@@ -226,8 +229,91 @@ def write_cache_stamp(cache_file: str | os.PathLike, stamp: dict, num_files: int
     atomic_write_json(Path(cache_file).with_suffix(".json"), {**stamp, "num_files": num_files})
 
 
+#: Bumped when the columns of a corpus table change meaning, so old tables are rebuilt.
+TABLE_FORMAT = 1
+
+
+def sources_stamp(sources: Sequence[str | os.PathLike]) -> dict[str, list[int]]:
+    """``[mtime_ns, size]`` of each file or folder a table is built from (``[-1, -1]`` when missing)."""
+    stamp = {}
+    for source in sources:
+        try:
+            st = os.stat(source)
+            stamp[os.fspath(source)] = [st.st_mtime_ns, st.st_size]
+        except FileNotFoundError:
+            stamp[os.fspath(source)] = [-1, -1]
+    return stamp
+
+
+def corpus_table(
+    path: str | os.PathLike,
+    columns: Sequence[str],
+    build: Callable[[], Iterable[Sequence[object]]],
+    sources: Sequence[str | os.PathLike],
+    rebuild: bool = False,
+) -> Path:
+    """Write (or reuse) a corpus's table: a CSV of ``columns``, one row per file, built by ``build``.
+
+    Every corpus's ``prepare_data`` makes one, from its protocol files and folders
+    (``sources``), and its ``setup`` reads it back with :func:`read_corpus_table`: what was
+    parsed and checked once is not parsed again by every rank, and a protocol error is found
+    at prepare time. The table is rebuilt when a source's modification time or size
+    changed, when the columns changed, or with ``rebuild=True``; it is written atomically
+    with a ``.json`` stamp beside it.
+    """
+    path = Path(path)
+    stamp = {"format": TABLE_FORMAT, "columns": list(columns), "mtimes": sources_stamp(sources)}
+    if not rebuild and cache_is_fresh(path, stamp):
+        return path
+    rows = iter(build())
+    first = next(rows, None)  # a missing root raises here, before the cache folder is made
+    n = 0
+    with atomic_open(path, newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(columns)
+        for row in ([] if first is None else itertools.chain([first], rows)):
+            if len(row) != len(columns):
+                raise ValueError(f"a row of {path.name} has {len(row)} fields for the columns {list(columns)}: {row}")
+            writer.writerow(["" if v is None else v for v in row])
+            n += 1
+    write_cache_stamp(path, stamp, n)
+    return path
+
+
+def read_corpus_table(path: str | os.PathLike, columns: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of a table written by :func:`corpus_table` (empty fields are ``""``).
+
+    Raises :class:`ManifestError` naming the file and line when the header is not
+    ``columns`` or a row has another number of fields (a truncated or edited table).
+    """
+    with open(path, newline="", encoding="utf-8") as handle:
+        reader = csv.reader(handle)
+        header = next(reader, None)
+        if header != list(columns):
+            raise ManifestError(f"{path}:1: expected the header {','.join(columns)}, got {header}")
+        rows = []
+        for lineno, row in enumerate(reader, start=2):
+            if len(row) != len(columns):
+                raise ManifestError(f"{path}:{lineno}: expected {len(columns)} fields ({','.join(columns)}), got {row}")
+            rows.append(dict(zip(columns, row)))
+    stamp_path = Path(path).with_suffix(".json")
+    if stamp_path.exists():
+        try:
+            expected = json.loads(stamp_path.read_text()).get("num_files")
+        except ValueError:
+            expected = None
+        if expected is not None and expected != len(rows):
+            raise ManifestError(f"{path}: {len(rows)} rows but {expected} were written (a truncated or edited "
+                                f"table: delete it and {stamp_path.name} to rebuild)")
+    return rows
+
+
 __all__ = [
     "AUDIO_EXTENSIONS",
+    "TABLE_FORMAT",
+    "corpus_table",
+    "read_corpus_table",
+    "sources_stamp",
     "CorpusNotFoundError",
     "cache_is_fresh",
     "write_cache_stamp",

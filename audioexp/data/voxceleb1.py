@@ -38,19 +38,10 @@ import numpy as np
 from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
-from audioexp.data.datamodule import CorpusDataModule
+from audioexp.data.datamodule import CorpusDataModule, default_cache_dir
 from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
-from audioexp.data.manifest import (
-    CorpusNotFoundError,
-    PathTable,
-    cache_is_fresh,
-    cache_key,
-    scan_audio_files,
-    tree_stamp,
-    write_cache_stamp,
-)
+from audioexp.data.manifest import CorpusNotFoundError, scan_audio_files
 from audioexp.data.protocols import ProtocolFileError, read_list_file
-from audioexp.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -126,27 +117,6 @@ def read_meta(path: str | os.PathLike) -> dict[str, dict[str, str]]:
 
 def _first_existing(*candidates: Path) -> Path | None:
     return next((c for c in candidates if c.exists()), None)
-
-
-def list_voxceleb_wavs(root: Path, cache_dir: Path) -> PathTable:
-    """All ``wav/<spk>/<video>/<utt>.wav`` paths (relative to ``wav/``), cached as a text list."""
-    wav_dir = root / "wav"
-    if not wav_dir.is_dir():
-        raise CorpusNotFoundError(f"VoxCeleb1 root {root} has no wav/ folder; " + EXPECTED_LAYOUT.format(root=root))
-    key = cache_key(root.resolve(), "voxceleb1-wav")
-    listing = cache_dir / f"voxceleb1-{key}.txt"
-    stamp = {"root": str(root.resolve()), "mtimes": tree_stamp(wav_dir, [])}
-    if not cache_is_fresh(listing, stamp):
-        n = 0
-        with atomic_open(listing) as handle:
-            for rel in tqdm(scan_audio_files(wav_dir, (".wav",)), desc="scanning VoxCeleb1", unit=" files", mininterval=1.0):
-                handle.write(rel + "\n")
-                n += 1
-        if n == 0:
-            raise CorpusNotFoundError(f"VoxCeleb1 root {root} has no .wav files under wav/; " + EXPECTED_LAYOUT.format(root=root))
-        write_cache_stamp(listing, stamp, n)
-    with open(listing, encoding="utf-8") as handle:
-        return PathTable.from_strings(line.rstrip("\n") for line in handle)
 
 
 def draw_trials(speakers: np.ndarray, num_trials: int, seed: int) -> np.ndarray:
@@ -246,7 +216,7 @@ class VoxCeleb1DataModule(CorpusDataModule):
         self.iden_split_file = Path(iden_split) if iden_split else None
         self.trial_list_file = Path(trial_list) if trial_list else None
         self.meta_file = Path(meta) if meta else None
-        self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".audioexp"
+        self.cache_dir = default_cache_dir(self.root, cache_dir)
         self.sample_rate = sample_rate
         self.crop_samples = int(round(crop_seconds * sample_rate))
         self.min_seconds = min_seconds
@@ -299,32 +269,64 @@ class VoxCeleb1DataModule(CorpusDataModule):
 
     corpus_name = "VoxCeleb1"
     expected_layout = EXPECTED_LAYOUT
+    #: subset: train, val, test (identification: iden_split 1, 2, 3; verification: the
+    #: trial list's files are test, other files of its speakers and of id10270-id10309 are
+    #: excluded, the rest train)
+    table_columns = ("path", "speaker", "video", "subset")
 
-    def prepare_data(self) -> None:
-        super().prepare_data()
-        if self.protocol == "verification":
-            list_voxceleb_wavs(self.root, self.cache_dir)
+    def table_key(self) -> tuple[str, str]:
+        return self.protocol, str(self._protocol_path().resolve())
+
+    def _protocol_path(self) -> Path:
+        return self._iden_split_path() if self.protocol == "identification" else self._trial_list_path()
+
+    def table_sources(self) -> list[Path]:
+        return [self._protocol_path(), *([self.root / "wav"] if self.protocol == "verification" else [])]
+
+    def table_rows(self):
+        return self._identification_rows() if self.protocol == "identification" else self._verification_rows()
+
+    def _identification_rows(self) -> list[tuple[str, str, str, str]]:
+        path = self._iden_split_path()
+        entries = read_iden_split(path)
+        for split, name in ((1, "train"), (2, "validation"), (3, "test")):
+            if not any(s == split for s, _ in entries):
+                raise ProtocolFileError(f"{path}: no {name} entries (split {split})")
+        subset = {1: "train", 2: "val", 3: "test"}
+        return [(p, speaker_of(p), video_of(p), subset[s]) for s, p in entries]
+
+    def _verification_rows(self):
+        wav_dir = self.root / "wav"
+        if not wav_dir.is_dir():
+            raise CorpusNotFoundError(f"VoxCeleb1 root {self.root} has no wav/ folder; " + EXPECTED_LAYOUT.format(root=self.root))
+        test_files = {p for _, a, b in read_trial_list(self._trial_list_path()) for p in (a, b)}
+        test_speakers = {speaker_of(p) for p in test_files}
+        n = 0
+        for rel in tqdm(scan_audio_files(wav_dir, (".wav",)), desc="scanning VoxCeleb1", unit=" files", mininterval=1.0):
+            speaker = speaker_of(rel)
+            subset = "test" if rel in test_files else "excluded" if is_test_speaker(speaker) or speaker in test_speakers else "train"
+            n += 1
+            yield rel, speaker, video_of(rel), subset
+        if n == 0:
+            raise CorpusNotFoundError(f"VoxCeleb1 root {self.root} has no .wav files under wav/; " + EXPECTED_LAYOUT.format(root=self.root))
 
     # --- splits ------------------------------------------------------------------------
     def _setup_identification(self) -> None:
-        entries = read_iden_split(self._iden_split_path())
-        speakers = sorted({speaker_of(p) for _, p in entries})
+        rows = self.read_table()
+        speakers = sorted({row["speaker"] for row in rows})
         index = {s: i for i, s in enumerate(speakers)}
-        by_split: dict[int, list[str]] = {1: [], 2: [], 3: []}
-        for split, path in entries:
-            by_split[split].append(path)
-        for split, name in ((1, "train"), (2, "validation"), (3, "test")):
-            if not by_split[split]:
-                raise ProtocolFileError(f"{self._iden_split_path()}: no {name} entries (split {split})")
+        by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
+        for row in rows:
+            by_split[row["subset"]].append(row["path"])
         self.class_names = speakers
-        self.train_paths = by_split[1]
-        self.train_labels = np.array([index[speaker_of(p)] for p in by_split[1]], dtype=np.int64)
-        for split, name in ((2, "val"), (3, "test")):
-            paths = by_split[split]
+        self.train_paths = by_split["train"]
+        self.train_labels = np.array([index[speaker_of(p)] for p in by_split["train"]], dtype=np.int64)
+        for name in ("val", "test"):
+            paths = by_split[name]
             self.eval_sets[name] = EvalSet(paths, np.array([index[speaker_of(p)] for p in paths], dtype=np.int64))
         log.info(
             "VoxCeleb1 identification: %d speakers; utterances train %d, val %d, test %d",
-            len(speakers), len(by_split[1]), len(by_split[2]), len(by_split[3]),
+            len(speakers), len(by_split["train"]), len(by_split["val"]), len(by_split["test"]),
         )
 
     def _setup_verification(self) -> None:
@@ -335,8 +337,7 @@ class VoxCeleb1DataModule(CorpusDataModule):
         outside = sorted(s for s in test_speakers if not is_test_speaker(s))
         if outside:
             log.warning("%d speakers of %s lie outside id10270-id10309 (e.g. %s)", len(outside), trial_path, outside[:3])
-        files = list_voxceleb_wavs(self.root, self.cache_dir)
-        train_files = [p for p in files if not is_test_speaker(speaker_of(p)) and speaker_of(p) not in test_speakers]
+        train_files = [row["path"] for row in self.read_table() if row["subset"] == "train"]
         if not train_files:
             raise CorpusNotFoundError(f"{self.root}/wav has no files of speakers outside the verification test set")
         speakers = sorted({speaker_of(p) for p in train_files})

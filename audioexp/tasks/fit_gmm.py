@@ -37,12 +37,12 @@ def fit_gmm(cfg: DictConfig) -> dict[str, float]:
     run = TaskRun(cfg)
     run.save_config()
     corpus = hydra.utils.instantiate(cfg.data)
-    corpus.prepare_data()
     system = GMMReplayCountermeasure(
         frontends={name: hydra.utils.instantiate(fe) for name, fe in cfg.frontends.items()},
         backend=hydra.utils.instantiate(cfg.backend, _partial_=True),
         **cfg.gmm,
     )
+    corpus.prepare_data(system.splits)  # protocols read and checked before any feature is computed
     scores, labels = system.score(corpus)
 
     metrics: dict[str, float] = {}
