@@ -52,18 +52,9 @@ def _htk_filters(sample_rate: int, n_fft: int, n_filters: int, f_min: float, f_m
 
 
 def log_filterbank(
-    waveform: torch.Tensor,
-    sample_rate: int = 16000,
-    n_filters: int = 41,
-    win_ms: float = 40.0,
-    hop_ms: float = 10.0,
-    n_fft: int = 1024,
-    f_min: float = 20.0,
-    f_max: float | None = None,
-    floor: float = 1e-10,
-    center: bool = True,
-    window: torch.Tensor | None = None,
-    fbank: torch.Tensor | None = None,
+    waveform: torch.Tensor, sample_rate: int = 16000, n_filters: int = 41, win_ms: float = 40.0, hop_ms: float = 10.0,
+    n_fft: int = 1024, f_min: float = 20.0, f_max: float | None = None, floor: float = 1e-10, center: bool = True,
+    window: torch.Tensor | None = None, fbank: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Natural log of HTK-mel filterbank energies of Hamming-windowed power spectra.
 
@@ -71,7 +62,7 @@ def log_filterbank(
     ----------
     waveform : Tensor, shape (..., time)
     sample_rate : int
-        In Hz.
+        In Hz (the paper's corpora, VoxCeleb1 and IEMOCAP: 16000).
     n_filters : int
         Triangular filters (41 in the paper).
     win_ms, hop_ms : float
@@ -85,6 +76,9 @@ def log_filterbank(
     center : bool
         Centred frames with reflected edges (``False``: the input is already padded by
         ``n_fft // 2`` each side, e.g. by :func:`reflect_pad_items`).
+    window, fbank : Tensor, optional
+        The Hamming window (win_length,) and the HTK mel matrix (n_fft // 2 + 1, n_filters),
+        when the caller keeps them (:class:`LogFilterbank`'s buffers); computed here otherwise.
 
     Returns
     -------
@@ -262,17 +256,9 @@ class LogFilterbank(nn.Module):
     """
 
     def __init__(
-        self,
-        sample_rate: int = 16000,
-        n_filters: int = 41,
-        win_ms: float = 40.0,
-        hop_ms: float = 10.0,
-        n_fft: int = 1024,
-        f_min: float = 20.0,
-        f_max: float | None = None,
-        vad: str = "energy",
-        vad_top_db: float = 30.0,
-        normalize: bool = True,
+        self, sample_rate: int = 16000, n_filters: int = 41, win_ms: float = 40.0, hop_ms: float = 10.0,
+        n_fft: int = 1024, f_min: float = 20.0, f_max: float | None = None,
+        vad: str = "energy", vad_top_db: float = 30.0, normalize: bool = True,
     ) -> None:
         super().__init__()
         if vad not in ("energy", "none"):

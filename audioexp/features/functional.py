@@ -132,17 +132,9 @@ def amplitude_to_db(
 
 
 def log_mel_spectrogram(
-    waveform: torch.Tensor,
-    sample_rate: int,
-    n_fft: int,
-    hop_length: int,
-    n_mels: int,
-    win_length: int | None = None,
-    f_min: float = 0.0,
-    f_max: float | None = None,
-    top_db: float | None = 80.0,
-    window: torch.Tensor | None = None,
-    fbank: torch.Tensor | None = None,
+    waveform: torch.Tensor, sample_rate: int, n_fft: int, hop_length: int, n_mels: int,
+    win_length: int | None = None, f_min: float = 0.0, f_max: float | None = None, top_db: float | None = 80.0,
+    window: torch.Tensor | None = None, fbank: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Log-mel spectrogram in dB (power, HTK mel scale, unnormalised filters).
 

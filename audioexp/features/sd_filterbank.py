@@ -564,20 +564,10 @@ def _filterbank_compiled(kernel, x: torch.Tensor, coeffs: dict, num_threads: int
 
 
 def sd_filterbank(
-    waveform: torch.Tensor,
-    sample_rate: int = 16000,
-    num_filters: int = 80,
-    num_differentiations: int = 0,
-    f_min: float = 0.0,
-    f_max: float | None = None,
-    bandwidth_factor: float = 1.0,
-    unit_center_gain: bool = False,
-    center_grid: str = "inner",
-    block_size: int = 32,
-    dtype: torch.dtype = torch.float64,
-    implementation: str = "auto",
-    num_threads: int | None = None,
-    out: torch.Tensor | None = None,
+    waveform: torch.Tensor, sample_rate: int = 16000, num_filters: int = 80, num_differentiations: int = 0,
+    f_min: float = 0.0, f_max: float | None = None, bandwidth_factor: float = 1.0, unit_center_gain: bool = False,
+    center_grid: str = "inner", block_size: int = 32, dtype: torch.dtype = torch.float64,
+    implementation: str = "auto", num_threads: int | None = None, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Band signals of the spatially differentiated second-order IIR filterbank.
 
@@ -663,14 +653,8 @@ def sd_filterbank(
 
 
 def sd_filterbank_reference(
-    waveform: np.ndarray,
-    sample_rate: int = 16000,
-    num_filters: int = 80,
-    num_differentiations: int = 0,
-    f_min: float = 0.0,
-    f_max: float | None = None,
-    bandwidth_factor: float = 1.0,
-    unit_center_gain: bool = False,
+    waveform: np.ndarray, sample_rate: int = 16000, num_filters: int = 80, num_differentiations: int = 0,
+    f_min: float = 0.0, f_max: float | None = None, bandwidth_factor: float = 1.0, unit_center_gain: bool = False,
     center_grid: str = "inner",
 ) -> np.ndarray:
     """The direct computation: one ``scipy.signal.lfilter`` per filter, then the differences.

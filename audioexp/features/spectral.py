@@ -139,14 +139,8 @@ class LogPowerSpectrogram(nn.Module):
     """
 
     def __init__(
-        self,
-        sample_rate: int = 16000,
-        win_ms: float = 20.0,
-        hop_ms: float = 10.0,
-        n_fft: int | None = None,
-        window: str = "hamming",
-        normalize: bool = True,
-        eps: float = 1e-10,
+        self, sample_rate: int = 16000, win_ms: float = 20.0, hop_ms: float = 10.0, n_fft: int | None = None,
+        window: str = "hamming", normalize: bool = True, eps: float = 1e-10,
     ) -> None:
         super().__init__()
         self.sample_rate = sample_rate

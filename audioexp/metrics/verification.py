@@ -192,11 +192,7 @@ def equal_error_rate(scores: ArrayLike, labels: ArrayLike) -> tuple[float, float
 
 
 def minimum_dcf(
-    scores: ArrayLike,
-    labels: ArrayLike,
-    p_target: float = 0.01,
-    c_miss: float = 1.0,
-    c_fa: float = 1.0,
+    scores: ArrayLike, labels: ArrayLike, p_target: float = 0.01, c_miss: float = 1.0, c_fa: float = 1.0
 ) -> tuple[float, float]:
     """Normalised minimum detection cost function (NIST SRE).
 
