@@ -10,13 +10,13 @@ NumPy). Prints clips per second for both and the ratio.
 
 from __future__ import annotations
 
-import argparse
 import time
 
 import librosa
 import numpy as np
 import torch
 
+from _options import parse_options
 from audioexp.features import LogPowerSpectrogram
 
 
@@ -36,14 +36,7 @@ def best_of(fn, repeats: int) -> float:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--clips", type=int, default=64)
-    parser.add_argument("--min-seconds", type=float, default=4.0)
-    parser.add_argument("--max-seconds", type=float, default=8.0)
-    parser.add_argument("--threads", type=int, default=2)
-    parser.add_argument("--repeats", type=int, default=3)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_options(__doc__, clips=64, min_seconds=4.0, max_seconds=8.0, threads=2, repeats=3)
 
     rng = np.random.default_rng(0)
     lengths = (rng.uniform(args.min_seconds, args.max_seconds, args.clips) * 16000).astype(int)

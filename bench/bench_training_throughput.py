@@ -10,7 +10,6 @@ plain loop would. Prints samples per second for both and the ratio (the framewor
 
 from __future__ import annotations
 
-import argparse
 import copy
 import time
 
@@ -18,6 +17,7 @@ import lightning as L
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from _options import parse_options
 from audioexp.features import LogPowerSpectrogram
 from audioexp.systems.vgg_center_loss import VGGCenterLoss
 
@@ -57,16 +57,7 @@ class StepTimer(L.Callback):
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--network", default="B")
-    parser.add_argument("--width", type=float, default=1.0)
-    parser.add_argument("--batch", type=int, default=16)
-    parser.add_argument("--steps", type=int, default=20)
-    parser.add_argument("--warmup", type=int, default=3)
-    parser.add_argument("--classes", type=int, default=1251)
-    parser.add_argument("--threads", type=int, default=2)
-    args = parser.parse_args()
-    torch.set_num_threads(args.threads)
+    args = parse_options(__doc__, network="B", width=1.0, batch=16, steps=20, warmup=3, classes=1251, threads=2)
     total = args.steps + args.warmup
     data = RandomCrops(total * args.batch, 48000, args.classes)
 
