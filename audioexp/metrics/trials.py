@@ -33,15 +33,7 @@ def cosine_trial_scores(embeddings: torch.Tensor, trials: torch.Tensor) -> torch
 def embedding_matrix(indices: torch.Tensor, embeddings: torch.Tensor, num_files: int) -> torch.Tensor:
     """Rows of ``embeddings`` placed at their file ``indices``; files never seen are NaN.
 
-    Parameters
-    ----------
-    indices : Tensor of int, shape (n,)
-    embeddings : Tensor, shape (n, dim)
-    num_files : int
-
-    Returns
-    -------
-    Tensor, shape (num_files, dim)
+    ``indices`` (n,) of int and ``embeddings`` (n, dim) give a (num_files, dim) tensor.
 
     Examples
     --------

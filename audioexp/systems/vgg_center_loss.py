@@ -32,7 +32,8 @@ class VGGCenterLoss(AudioClassifier):
     Parameters
     ----------
     frontend : nn.Module
-        ``LogPowerSpectrogram``: (batch, time) [+ lengths] -> (batch, 1, 161, frames).
+        The VoxCeleb front-end, ``LogPowerSpectrogram``: waveforms (batch, time) [+ lengths]
+        to one-channel spectrograms (batch, 1, 161, frames).
     backbone : VGGSpeakerNet
         The paper's network A or B (``config``) with its bottleneck (``ndims``, the
         embedding) and softmax layer: (batch, 1, F, T) [+ frames] -> (logits, embedding).
