@@ -56,6 +56,14 @@ def corpus_stamp(kind: str, seed: int, params: dict[str, Any], files: list[str] 
     return stamp
 
 
+def duration_params(min_seconds: float, max_seconds: float, sample_rate: int) -> dict[str, Any]:
+    """The stamp parameters of a writer's utterance durations and rate, once ``0 < min_seconds <= max_seconds``
+    is checked."""
+    if not 0 < min_seconds <= max_seconds:
+        raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
+    return {"min_seconds": float(min_seconds), "max_seconds": float(max_seconds), "sample_rate": int(sample_rate)}
+
+
 def reuse_or_clear(root: Path, stamp: dict[str, Any],
                    remove_previous: Callable[[Path], None] | None = None) -> bool:
     """True when ``root`` already holds the complete corpus of ``stamp`` (nothing to write).

@@ -35,8 +35,8 @@ from tqdm.auto import tqdm
 from audioexp.minicorpus import synth
 from audioexp.data.emodb import EMOTIONS, FEMALE_SPEAKERS, SPEAKERS, TEXTS
 from audioexp.minicorpus.common import (
-    GENERATOR_VERSION, child_rng, corpus_stamp, finish_corpus, remove_own_entries, reuse_or_clear, show_progress,
-    write_wav,
+    GENERATOR_VERSION, child_rng, corpus_stamp, duration_params, finish_corpus, remove_own_entries, reuse_or_clear,
+    show_progress, write_wav,
 )
 
 __all__ = ["EMOTION_PROSODY", "write_emodb"]
@@ -118,14 +118,8 @@ def _is_emodb_name(path: Path) -> bool:
 
 
 def write_emodb(
-    root: str | os.PathLike,
-    seed: int = 0,
-    num_speakers: int = 10,
-    texts_per_emotion: int = 3,
-    min_seconds: float = 1.2,
-    max_seconds: float = 2.0,
-    sample_rate: int = 16000,
-    progress: bool | None = None,
+    root: str | os.PathLike, seed: int = 0, num_speakers: int = 10, texts_per_emotion: int = 3,
+    min_seconds: float = 1.2, max_seconds: float = 2.0, sample_rate: int = 16000, progress: bool | None = None,
 ) -> Path:
     """Write a miniature EmoDB: ``num_speakers`` x 7 emotions x ``texts_per_emotion`` files.
 
@@ -157,8 +151,7 @@ def write_emodb(
         raise ValueError(f"num_speakers must be in [2, {len(SPEAKERS)}], got {num_speakers}")
     if not 1 <= texts_per_emotion <= len(TEXTS):
         raise ValueError(f"texts_per_emotion must be in [1, {len(TEXTS)}], got {texts_per_emotion}")
-    if not 0 < min_seconds <= max_seconds:
-        raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
+    durations = duration_params(min_seconds, max_seconds, sample_rate)
     root = Path(root)
     speakers = list(SPEAKERS[:num_speakers])
     emotions = list(EMOTIONS)
@@ -171,9 +164,7 @@ def write_emodb(
     params = {
         "num_speakers": int(num_speakers),
         "texts_per_emotion": int(texts_per_emotion),
-        "min_seconds": float(min_seconds),
-        "max_seconds": float(max_seconds),
-        "sample_rate": int(sample_rate),
+        **durations,
     }
     stamp = corpus_stamp("emodb", seed, params, [f"wav/{name}" for *_, name in plan])
     if reuse_or_clear(root, stamp, _remove_previous):

@@ -53,13 +53,8 @@ def _remove_previous_fm(root: Path) -> None:
 
 
 def write_fm_broadcast(
-    root: str | os.PathLike,
-    seed: int = 0,
-    clips_per_class: int = 60,
-    recordings_per_class: int = 6,
-    clip_seconds: float = 5.0,
-    sample_rate: int = 16000,
-    progress: bool | None = None,
+    root: str | os.PathLike, seed: int = 0, clips_per_class: int = 60, recordings_per_class: int = 6,
+    clip_seconds: float = 5.0, sample_rate: int = 16000, progress: bool | None = None,
 ) -> Path:
     """Write a miniature FM-broadcast speech/music corpus.
 

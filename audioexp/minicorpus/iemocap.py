@@ -59,8 +59,8 @@ from tqdm.auto import tqdm
 
 from audioexp.minicorpus import synth
 from audioexp.minicorpus.common import (
-    GENERATOR_VERSION, child_rng, corpus_stamp, finish_corpus, remove_own_entries, reuse_or_clear, show_progress,
-    write_wav,
+    GENERATOR_VERSION, child_rng, corpus_stamp, duration_params, finish_corpus, remove_own_entries, reuse_or_clear,
+    show_progress, write_wav,
 )
 
 __all__ = ["DESIGN_VERSION", "EMOTION_STYLE", "write_iemocap"]
@@ -91,6 +91,13 @@ EMOTION_STYLE["xxx"] = {}
 _BOUNDS = {"brightness": (-0.9, 0.9), "accent_strength": (0.0, 1.0), "intensity_variation": (0.0, 0.9),
            "open_quotient": (0.35, 0.85)}
 _SPREAD = 0.06  # per-utterance log-normal spread of every emotional change
+# Ranges of the actors' other voice parameters, drawn in this order; the voice-quality and
+# prosody parameters that emotions move vary less between actors than the emotions move them.
+_ACTOR_RANGES = {
+    "f0_range": (4.5, 6.0), "speaking_rate": (4.3, 4.7), "brightness": (-0.15, 0.15), "breathiness": (0.03, 0.05),
+    "open_quotient": (0.58, 0.66), "intensity_variation": (0.45, 0.55), "accent_strength": (0.45, 0.55),
+    "jitter": (0.008, 0.012), "shimmer": (0.04, 0.06), "speed_quotient": (2.4, 2.9), "bandwidth_scale": (0.95, 1.1),
+}
 
 
 def _emotional_voice(voice: synth.VoiceParams, emotion: str, rng: np.random.Generator) -> synth.VoiceParams:
@@ -121,19 +128,7 @@ def _design_actors(rng: np.random.Generator) -> dict[str, synth.VoiceParams]:
                 base,
                 mean_f0=float(lo * (hi / lo) ** strata[g][s]),
                 formant_scale=float(flo + (fhi - flo) * strata_formant[g][s]),
-                f0_range=float(rng.uniform(4.5, 6.0)),
-                speaking_rate=float(rng.uniform(4.3, 4.7)),
-                brightness=float(rng.uniform(-0.15, 0.15)),
-                breathiness=float(rng.uniform(0.03, 0.05)),
-                # the voice-quality and prosody parameters that emotions move vary less
-                # between actors than the emotions move them
-                open_quotient=float(rng.uniform(0.58, 0.66)),
-                intensity_variation=float(rng.uniform(0.45, 0.55)),
-                accent_strength=float(rng.uniform(0.45, 0.55)),
-                jitter=float(rng.uniform(0.008, 0.012)),
-                shimmer=float(rng.uniform(0.04, 0.06)),
-                speed_quotient=float(rng.uniform(2.4, 2.9)),
-                bandwidth_scale=float(rng.uniform(0.95, 1.1)),
+                **{name: float(rng.uniform(*bounds)) for name, bounds in _ACTOR_RANGES.items()},
             )
     return voices
 
@@ -208,16 +203,13 @@ def write_iemocap(
     unknown = [e for e in extra_labels if e not in EMOTION_STYLE]
     if unknown:
         raise ValueError(f"extra_labels {unknown} are not among {sorted(EMOTION_STYLE)}")
-    if not 0 < min_seconds <= max_seconds:
-        raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
+    durations = duration_params(min_seconds, max_seconds, sample_rate)
     root = Path(root)
     params = {
         "utterances_per_emotion": int(utterances_per_emotion),
         "scripted_per_actor": int(scripted_per_actor),
         "extra_labels": list(extra_labels),
-        "min_seconds": float(min_seconds),
-        "max_seconds": float(max_seconds),
-        "sample_rate": int(sample_rate),
+        **durations,
     }
     plan = _plan(seed, utterances_per_emotion, scripted_per_actor, tuple(extra_labels))
     wav = {utt: f"Session{s}/sentences/wav/{dialog}/{utt}.wav" for s, dialog, utt, *_ in plan}

@@ -88,8 +88,8 @@ from tqdm.auto import tqdm
 
 from audioexp.minicorpus import synth
 from audioexp.minicorpus.common import (
-    GENERATOR_VERSION, child_rng, corpus_stamp, finish_corpus, remove_own_entries, reuse_or_clear, show_progress,
-    write_wav,
+    GENERATOR_VERSION, child_rng, corpus_stamp, duration_params, finish_corpus, remove_own_entries, reuse_or_clear,
+    show_progress, write_wav,
 )
 
 __all__ = [
@@ -132,22 +132,12 @@ _F0_RANGE = {"m": (80.0, 155.0), "f": (170.0, 270.0)}
 _FORMANT_RANGE = {"m": (0.82, 1.08), "f": (1.02, 1.32)}
 # Shared ranges of the other voice parameters.
 _VOICE_RANGES: dict[str, tuple[float, float]] = {
-    "f0_range": (3.0, 8.0),
-    "speaking_rate": (3.0, 6.5),
-    "jitter": (0.004, 0.02),
-    "shimmer": (0.02, 0.08),
-    "breathiness": (0.005, 0.25),
-    "open_quotient": (0.45, 0.8),
-    "speed_quotient": (1.6, 4.0),
-    "bandwidth_scale": (0.5, 2.0),
-    "brightness": (-0.7, 0.7),
-    "intensity_variation": (0.3, 0.7),
-    "accent_strength": (0.3, 0.7),
-    "declination": (0.3, 0.7),
-    "fricative_level": (0.15, 0.6),
-    "vowel_shift_1": (0.82, 1.18),
-    "vowel_shift_2": (0.82, 1.18),
-    "vowel_shift_3": (0.82, 1.18),
+    "f0_range": (3.0, 8.0), "speaking_rate": (3.0, 6.5),
+    "jitter": (0.004, 0.02), "shimmer": (0.02, 0.08), "breathiness": (0.005, 0.25),
+    "open_quotient": (0.45, 0.8), "speed_quotient": (1.6, 4.0), "bandwidth_scale": (0.5, 2.0),
+    "brightness": (-0.7, 0.7), "intensity_variation": (0.3, 0.7), "accent_strength": (0.3, 0.7),
+    "declination": (0.3, 0.7), "fricative_level": (0.15, 0.6),
+    "vowel_shift_1": (0.82, 1.18), "vowel_shift_2": (0.82, 1.18), "vowel_shift_3": (0.82, 1.18),
 }
 # Per-video change of speaking style (standard deviations): log mean f0,
 # log f0 range, log speaking rate, brightness.  Small, so that a speaker
@@ -636,8 +626,7 @@ def write_voxceleb1(
         raise ValueError(f"videos_per_speaker must be >= 3 (train, val, test), got {videos_per_speaker}")
     if utterances_per_video < 1:
         raise ValueError(f"utterances_per_video must be >= 1, got {utterances_per_video}")
-    if not 0 < min_seconds <= max_seconds:
-        raise ValueError(f"need 0 < min_seconds <= max_seconds, got {min_seconds}, {max_seconds}")
+    durations = duration_params(min_seconds, max_seconds, sample_rate)
     if sample_rate <= 0 or trials_per_speaker < 2:
         raise ValueError("sample_rate must be positive and trials_per_speaker >= 2")
     root = Path(root)
@@ -646,9 +635,7 @@ def write_voxceleb1(
         "num_test_speakers": int(num_test_speakers),
         "videos_per_speaker": int(videos_per_speaker),
         "utterances_per_video": int(utterances_per_video),
-        "min_seconds": float(min_seconds),
-        "max_seconds": float(max_seconds),
-        "sample_rate": int(sample_rate),
+        **durations,
         "trials_per_speaker": int(trials_per_speaker),
     }
 
