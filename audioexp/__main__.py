@@ -15,6 +15,8 @@ from pathlib import Path
 import hydra
 from omegaconf import DictConfig
 
+import audioexp.conf  # noqa: F401  (registers ${audioexp.run_dir:...}, used by hydra.run.dir)
+
 log = logging.getLogger("audioexp")
 
 
@@ -25,6 +27,7 @@ def run(cfg: DictConfig) -> float | None:
     from audioexp.utils.config_tree import print_config_tree
     from audioexp.utils.ddp import install_hydra_subprocess_command, is_global_zero
     from audioexp.utils.files import atomic_write_json
+    from audioexp.utils.lock import RunDirLock
     from audioexp.utils.logging import route_library_logs_to_root
 
     route_library_logs_to_root()
@@ -35,14 +38,17 @@ def run(cfg: DictConfig) -> float | None:
     if is_global_zero():
         print_config_tree(cfg, save_to=output_dir / "config_tree.log")
     try:
-        metrics = task(cfg)
+        try:
+            metrics = task(cfg)
+        finally:
+            _finish_wandb()
+        if not is_global_zero():  # rank 0 writes the run's files
+            return None
+        out = output_dir / "metrics.json"
+        atomic_write_json(out, metrics)
+        log.info("metrics written to %s", out)
     finally:
-        _finish_wandb()
-    if not is_global_zero():  # rank 0 writes the run's files
-        return None
-    out = output_dir / "metrics.json"
-    atomic_write_json(out, metrics)
-    log.info("metrics written to %s", out)
+        RunDirLock(output_dir).release()  # taken by the task (tasks.skeleton.TaskRun)
     for key in sorted(k for k in metrics if k.startswith("test/")):
         log.info("%s = %.4f", key, metrics[key])
     return optimized_value(metrics, cfg.get("optimized_metric"))

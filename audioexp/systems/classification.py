@@ -139,9 +139,6 @@ class AudioClassifier(L.LightningModule):
         return {"index": batch["index"], "probs": logits.softmax(dim=1), "label": batch["label"]}
 
     # --- epoch ends ---------------------------------------------------------------------
-    def on_train_start(self) -> None:
-        self.val_acc_best.reset()
-
     def _log_error_rates(self, stage: str) -> torch.Tensor | None:
         if not self.per_class_metrics:
             return None
@@ -190,6 +187,15 @@ class AudioClassifier(L.LightningModule):
         """Optimiser parameter groups, each with its own ``lr`` (override for layer-wise rates)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": self.lr}]
 
+    def on_train_start(self) -> None:
+        """A run resumed with more epochs (``trainer.max_epochs`` raised) keeps a valid OneCycle
+        schedule (the restored state is fitted to this run's plan: :func:`stretch_one_cycle_state`)."""
+        self.val_acc_best.reset()
+        plan = getattr(self, "_one_cycle_plan", None)
+        if plan is not None:
+            scheduler, total, phases = plan
+            stretch_one_cycle_state(scheduler.__dict__, total, phases)
+
     def configure_optimizers(self):
         groups = self.parameter_groups()
         factory = self.optimizer_factory or partial(torch.optim.Adam)
@@ -201,6 +207,33 @@ class AudioClassifier(L.LightningModule):
             # +1: Lightning may step once more than it estimates (e.g. fast_dev_run)
             total = int(self.trainer.estimated_stepping_batches) + 1
             scheduler = self.scheduler_factory(optimizer, max_lr=[g["lr"] for g in groups], total_steps=total)
+            if isinstance(scheduler, torch.optim.lr_scheduler.OneCycleLR):
+                self._one_cycle_plan = (scheduler, scheduler.total_steps, [dict(p) for p in scheduler._schedule_phases])
             return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "step"}}
         scheduler = self.scheduler_factory(optimizer)
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": scheduler, "interval": "epoch"}}
+
+
+def stretch_one_cycle_state(state: dict, total_steps: int, phases: list[dict]) -> bool:
+    """Fit a restored OneCycleLR state (its ``__dict__`` or state dict) to this run's plan.
+
+    A run resumed with a larger ``trainer.max_epochs`` plans its OneCycle for the new total,
+    then Lightning restores the checkpoint's scheduler state, which holds the old total:
+    stepping past it raised ("Tried to step 14 times. The specified number of total steps
+    is 13"). Here the state takes the new total and phase boundaries and keeps its step
+    count: the run continues on the one-cycle curve of the new length from the step it
+    reached (the learning rate moves to that curve's value at this step; the steps before
+    it followed the old curve). Returns whether the state was changed.
+    """
+    old_total = state.get("total_steps")
+    if old_total == total_steps:
+        return False
+    step = state.get("last_epoch", 0)
+    if step > total_steps:
+        raise ValueError(f"the checkpoint has taken {step} OneCycle steps, more than the {total_steps} this "
+                         "run's trainer.max_epochs allows: raise trainer.max_epochs")
+    state["total_steps"] = total_steps
+    state["_schedule_phases"] = [dict(phase) for phase in phases]
+    log.warning("OneCycle schedule rebuilt for %d steps (the checkpoint's run planned %d); continuing at step %d",
+                total_steps, old_total, step)
+    return True

@@ -30,6 +30,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from audioexp.utils.ddp import is_global_zero
 from audioexp.utils.files import atomic_write_json, atomic_write_text
+from audioexp.utils.lock import RunDirLock
 from audioexp.utils.runs import RESOLVED_CONFIG, RUN_INFO, instantiate_loggers
 
 log = logging.getLogger(__name__)
@@ -56,12 +57,18 @@ class TaskRun:
         The composed config (``cfg.paths.output_dir``, ``cfg.seed``, ``cfg.logger``).
     seed : bool
         Seed Python, NumPy and torch (and dataloader workers) with ``cfg.seed``.
+
+    The global-zero process locks the output dir (:class:`audioexp.utils.lock.RunDirLock`)
+    for as long as the task runs (``audioexp.__main__.run`` releases it): a second run into
+    the same dir stops with an error instead of overwriting this one's checkpoints.
     """
 
     def __init__(self, cfg: DictConfig, seed: bool = True) -> None:
         self.cfg = cfg
         self.output_dir = Path(cfg.paths.output_dir)
         self.output_dir.mkdir(parents=True, exist_ok=True)
+        if is_global_zero():
+            RunDirLock(self.output_dir).acquire()
         self._loggers: list | None = None
         if seed:
             import lightning as L
@@ -90,19 +97,23 @@ class TaskRun:
                 logger.log_hyperparams(hparams)
         return self._loggers
 
+    def read_info(self) -> dict[str, Any]:
+        """``run.json`` of the output dir (empty for a new run)."""
+        path = self.output_dir / RUN_INFO
+        return json.loads(path.read_text()) if path.exists() else {}
+
     def write_info(self, **fields: Any) -> None:
         """Merge ``fields`` into ``run.json`` (experiment, task, W&B run id, best checkpoint, ...)."""
         if not is_global_zero():
             return
-        path = self.output_dir / RUN_INFO
-        info = json.loads(path.read_text()) if path.exists() else {}
+        info = self.read_info()
         info.update({"experiment": self.cfg.get("name"), "task": self.cfg.get("task")})
         if "monitor" in self.cfg:
             info["monitor"] = self.cfg.monitor
         for logger in self._loggers or []:
-            if type(logger).__name__ == "WandbLogger":
-                info["wandb_id"] = logger.version
-        atomic_write_json(path, {**info, **fields})
+            if type(logger).__name__ == "WandbLogger" and getattr(logger, "_id", None):
+                info["wandb_id"] = logger._id  # decided before the W&B run starts
+        atomic_write_json(self.output_dir / RUN_INFO, {**info, **fields})
 
     # --- finish -----------------------------------------------------------------------
     def finish(

@@ -1,0 +1,89 @@
+"""Checkpoints written atomically on any filesystem, and a free-space check before the first one.
+
+Lightning's ``TorchCheckpointIO`` serialises to memory and then writes the final path
+through an fsspec transaction, which on a local filesystem is a plain write: a process
+killed mid-write (or a full disk) leaves a truncated file under the final name. Here the
+bytes go to a temporary file in the checkpoint's own directory (so the rename never crosses
+filesystems), are flushed and fsynced, and only then renamed over the final name; on any
+error the temporary file is removed and the previous checkpoint stays as it was.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import torch
+from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.plugins.io import TorchCheckpointIO
+
+log = logging.getLogger(__name__)
+
+__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "check_free_space", "estimate_checkpoint_bytes"]
+
+
+def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            torch.save(obj, handle)
+            handle.flush()
+            os.fsync(handle.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+        raise
+    try:  # make the rename itself durable
+        dir_fd = os.open(path.parent, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(dir_fd)
+    except OSError:
+        pass
+    finally:
+        os.close(dir_fd)
+
+
+def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer_copies: int = 2) -> int:
+    """Rough size of a training checkpoint: weights and buffers, plus ``optimizer_copies``
+    moment tensors per trainable parameter (2 for Adam/AdamW)."""
+    weights = sum(t.numel() * t.element_size() for t in model.state_dict().values())
+    trainable = sum(p.numel() * p.element_size() for p in model.parameters() if p.requires_grad)
+    return int(weights + optimizer_copies * trainable)
+
+
+def check_free_space(directory: str | os.PathLike, needed_bytes: int) -> bool:
+    """Warn (and return False) when ``directory``'s filesystem cannot hold two checkpoints of
+    ``needed_bytes`` (the new one is written beside the previous before the rename)."""
+    directory = Path(directory)
+    probe = directory
+    while not probe.exists() and probe != probe.parent:
+        probe = probe.parent
+    free = shutil.disk_usage(probe).free
+    if free < 2 * needed_bytes:
+        log.warning(
+            "only %.1f MB free on the filesystem of %s; a checkpoint needs about %.1f MB and is written beside "
+            "the previous one: free some space or choose another hydra.run.dir before the first epoch ends",
+            free / 1e6, directory, needed_bytes / 1e6,
+        )
+        return False
+    return True
+
+
+class AtomicCheckpointIO(TorchCheckpointIO):
+    """:class:`TorchCheckpointIO` whose local saves are atomic (remote URLs keep Lightning's path)."""
+
+    def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        if storage_options is not None or "://" in str(path):
+            return super().save_checkpoint(checkpoint, path, storage_options)
+        get_filesystem(path)  # the same validation of the path as Lightning's
+        atomic_torch_save(checkpoint, path)
