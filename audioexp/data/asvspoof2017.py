@@ -39,14 +39,7 @@ from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table,
 from audioexp.data.protocols import ProtocolFileError, read_list_file
 from audioexp.data.splits import first_per_group
 
-__all__ = [
-    "ASVspoof2017",
-    "KEYS",
-    "ProtocolEntry",
-    "ProtocolFileError",
-    "SPLITS",
-    "read_protocol",
-]
+__all__ = ["ASVspoof2017", "KEYS", "ProtocolEntry", "ProtocolFileError", "SPLITS", "read_protocol"]
 
 SPLITS = ("train", "dev", "eval")
 KEYS = ("genuine", "spoof")

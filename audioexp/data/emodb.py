@@ -224,13 +224,9 @@ class EmoDBDataModule(CorpusDataModule):
         if class_names is not None and list(class_names) != CLASS_NAMES:
             raise ValueError(f"EmoDB's class names are {CLASS_NAMES} (in that order), got {list(class_names)}")
         self.root = Path(root)
-        self.sample_rate = sample_rate
-        self.min_seconds = min_seconds
-        self.batch_size = batch_size
-        self.num_workers = num_workers
-        self.skip_bad_files = skip_bad_files
-        self.prepare = prepare
-        self.check_counts = check_counts
+        self.sample_rate, self.min_seconds, self.skip_bad_files = sample_rate, min_seconds, skip_bad_files
+        self.batch_size, self.num_workers = batch_size, num_workers
+        self.prepare, self.check_counts = prepare, check_counts
         self.class_names = list(CLASS_NAMES)
         self.max_files_per_class = max_files_per_class
         self.cache_dir = default_cache_dir(self.root, cache_dir)

@@ -324,15 +324,9 @@ class IEMOCAPDataModule(CorpusDataModule):
         val_fraction: float = 0.1,
         split_seed: int = 0,
         sample_rate: int = 16000,
-        crop_seconds: float = 3.0,
-        min_seconds: float = 0.1,
-        max_eval_seconds: float | None = None,
-        batch_size: int = 128,
-        eval_batch_size: int = 1,
-        num_workers: int = 4,
-        skip_bad_files: bool = False,
-        shuffle_labels: bool = False,
-        check_counts: bool = True,
+        crop_seconds: float = 3.0, min_seconds: float = 0.1, max_eval_seconds: float | None = None,
+        batch_size: int = 128, eval_batch_size: int = 1, num_workers: int = 4,
+        skip_bad_files: bool = False, shuffle_labels: bool = False, check_counts: bool = True,
         prepare: Callable[[Path], object] | None = None,
         num_classes: int = 4,
         class_names: list[str] | None = None,
@@ -346,22 +340,16 @@ class IEMOCAPDataModule(CorpusDataModule):
         if not 0 < val_fraction < 1:
             raise ValueError(f"val_fraction must be in (0, 1), got {val_fraction}")
         self.root = Path(root)
-        self.protocol = protocol
-        self.fold = fold
-        self.include_scripted = include_scripted
-        self.merge_excited = merge_excited
-        self.val_fraction = val_fraction
-        self.split_seed = split_seed
+        self.protocol, self.fold = protocol, fold
+        self.include_scripted, self.merge_excited = include_scripted, merge_excited
+        self.val_fraction, self.split_seed = val_fraction, split_seed
         self.sample_rate = sample_rate
         self.crop_samples = int(round(crop_seconds * sample_rate))
         self.min_seconds = min_seconds
         self.max_eval_samples = int(round(max_eval_seconds * sample_rate)) if max_eval_seconds else None
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_workers = num_workers
-        self.skip_bad_files = skip_bad_files
-        self.shuffle_labels = shuffle_labels
-        self.check_counts = check_counts
-        self.prepare = prepare
+        self.num_workers, self.skip_bad_files, self.shuffle_labels = num_workers, skip_bad_files, shuffle_labels
+        self.check_counts, self.prepare = check_counts, prepare
         self.expected_train_speakers = num_train_speakers
         self.cache_dir = default_cache_dir(self.root, cache_dir)
         self.class_names = list(CLASSES)

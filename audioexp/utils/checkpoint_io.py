@@ -13,7 +13,6 @@ from __future__ import annotations
 import logging
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -21,36 +20,18 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
+from audioexp.utils.files import atomic_open
+
 log = logging.getLogger(__name__)
 
 __all__ = ["AtomicCheckpointIO", "atomic_torch_save", "check_free_space", "estimate_checkpoint_bytes"]
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
-    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            torch.save(obj, handle)
-            handle.flush()
-            os.fsync(handle.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    try:  # make the rename itself durable
-        dir_fd = os.open(path.parent, os.O_RDONLY)
-    except OSError:
-        return
-    try:
-        os.fsync(dir_fd)
-    except OSError:
-        pass
-    finally:
-        os.close(dir_fd)
+    """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``
+    (:func:`audioexp.utils.files.atomic_open`)."""
+    with atomic_open(path, mode="wb") as handle:
+        torch.save(obj, handle)
 
 
 def estimate_checkpoint_bytes(model: torch.nn.Module, optimizer_copies: int = 2) -> int:

@@ -7,7 +7,8 @@ earlier line). A ``yaml`` block whose second line is ``# saved as PATH`` is writ
 there first. What is changed, and only this:
 
 - a line that trains gets ``+debug=fdr`` appended (one batch of each stage; the same code
-  path), or ``+debug=limit`` with DDP (``fdr`` uses one device); an Optuna sweep also
+  path), or ``+debug=limit`` with DDP (``fdr`` uses one device), except a line that continues
+  a run (``ckpt_path=``), which runs as written; an Optuna sweep also
   ``hydra.sweeper.n_trials=2``;
 - ``DATE`` becomes the newest run folder there with a checkpoint, ``/data/fm`` a generated
   FM corpus;
@@ -293,7 +294,8 @@ def test_readme_command(command: ReadmeCommand, workdir: Path, fm_corpus: Path, 
         output = _run(_as_composition(words, command), workdir, timeout=120)
         assert "_target_: lightning.pytorch.Trainer" in output
         return
-    if command.trains and not any(w.startswith("+debug=") for w in words):
+    if command.trains and not any(w.startswith(("+debug=", "ckpt_path=")) for w in words):
+        # (a line that continues a run as written: the run it continues is a short one already)
         # fdr forces one CPU device; DDP lines get two short epochs instead
         words.append("+debug=limit" if any(w.startswith("trainer=ddp") for w in words) else "+debug=fdr")
     if "+hparams_search=demo_optuna" in words:
