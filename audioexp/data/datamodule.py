@@ -16,9 +16,12 @@ from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import lightning as L
-from torch.utils.data import DataLoader
+from lightning.pytorch.trainer.states import TrainerFn
+import torch
+from torch.utils.data import DataLoader, Dataset
 
 from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table, read_corpus_table
+from audioexp.data.resumable import EpochSampler, SeededItems
 
 __all__ = ["CorpusDataModule", "default_cache_dir"]
 
@@ -81,6 +84,44 @@ class CorpusDataModule(L.LightningDataModule):
     def read_table(self) -> list[dict[str, str]]:
         """The corpus table's rows (built here when ``prepare_data`` has not run, e.g. in a notebook)."""
         return read_corpus_table(self.table_path(), self.table_columns)
+
+    # --- the training order, resumable mid-epoch -------------------------------------------
+    _resume_position: dict | None = None
+
+    def state_dict(self) -> dict:
+        """Where training stands in the data, saved in every checkpoint: the epoch and how many
+        of its batches were trained on (the next epoch, at 0, once an epoch is complete)."""
+        trainer = getattr(self, "trainer", None)
+        if trainer is None or trainer.state.fn != TrainerFn.FITTING:
+            return {}
+        done = int(trainer.fit_loop.epoch_loop.batch_progress.current.processed)
+        epoch = int(trainer.current_epoch)
+        if done >= trainer.num_training_batches:
+            epoch, done = epoch + 1, 0
+        return {"epoch": epoch, "batches_done": done}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        self._resume_position = dict(state_dict) or None
+
+    def training_loader(self, dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
+        """The training loader: shuffled per epoch from (seed, epoch), every item with its own
+        random stream (:mod:`audioexp.data.resumable`), started where a resumed run stopped.
+        The seed is the run's (``torch.initial_seed()``, set from ``seed`` by the task)."""
+        seed = torch.initial_seed() % 2**63
+        sampler = EpochSampler(len(dataset), shuffle=True, seed=seed)
+        if self._resume_position:
+            position, self._resume_position = self._resume_position, None
+            sampler.resume(position["epoch"], position["batches_done"] * batch_size)
+        return DataLoader(SeededItems(dataset), batch_size=batch_size, sampler=sampler,
+                          generator=torch.Generator().manual_seed(seed), **kwargs)
+
+    @staticmethod
+    def evaluation_loader(dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
+        """An evaluation loader: in order, and with a generator of its own, so that creating its
+        iterator (which draws the workers' base seed) takes nothing from the global RNG: a
+        resumed run, which skips the sanity check, draws exactly what the uninterrupted one did."""
+        return DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator().manual_seed(0),
+                          **kwargs)
 
     def _loader(self, split: str) -> DataLoader:
         raise NotImplementedError(f"{type(self).__name__} has no {split} loader")

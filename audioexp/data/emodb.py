@@ -276,4 +276,4 @@ class EmoDBDataModule(CorpusDataModule):
         # whole clips, with their position in `files` (the probe reassembles embeddings by it)
         dataset = UtteranceDataset(self.root, self.files, self.labels, self.sample_rate, min_seconds=self.min_seconds,
                                    skip_bad_files=self.skip_bad_files)
-        return DataLoader(dataset, batch_size=self.batch_size, shuffle=False, num_workers=self.num_workers, collate_fn=collate_skipping_bad)
+        return self.evaluation_loader(dataset, self.batch_size, num_workers=self.num_workers, collate_fn=collate_skipping_bad)

@@ -250,18 +250,12 @@ class FMBroadcastDataModule(CorpusDataModule):
 
     def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
-        shuffle = split == "train"
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size,
-            shuffle=shuffle,
-            num_workers=self.num_workers,
-            collate_fn=collate_skipping_bad,
-            persistent_workers=self.num_workers > 0,
-            pin_memory=False,
+        common = dict(num_workers=self.num_workers, collate_fn=collate_skipping_bad,
+                      persistent_workers=self.num_workers > 0, pin_memory=False)
+        if split == "train":
             # a last training batch of one clip would break BatchNorm in the head
-            drop_last=shuffle and len(dataset) > self.batch_size,
-        )
+            return self.training_loader(dataset, self.batch_size, drop_last=len(dataset) > self.batch_size, **common)
+        return self.evaluation_loader(dataset, self.batch_size, **common)
 
     def test_dataloader(self) -> DataLoader:
         # The paper reports on its validation split; with test_fraction=0 so do we.

@@ -445,17 +445,11 @@ class IEMOCAPDataModule(CorpusDataModule):
         return EmotionUtteranceDataset(max_samples=self.max_eval_samples, **common)
 
     def _loader(self, split: str) -> DataLoader:
-        train = split == "train"
         dataset = self._dataset(split)
-        batch_size = self.batch_size if train else self.eval_batch_size
-        return DataLoader(
-            dataset,
-            batch_size=batch_size,
-            shuffle=train,
-            num_workers=self.num_workers,
-            collate_fn=collate_with_speakers,
-            persistent_workers=self.num_workers > 0,
+        common = dict(num_workers=self.num_workers, collate_fn=collate_with_speakers, persistent_workers=self.num_workers > 0)
+        if split == "train":
             # a last batch of one would break BatchNorm's training statistics
-            drop_last=train and len(dataset) % batch_size == 1 and len(dataset) > batch_size,
-        )
+            n, b = len(dataset), self.batch_size
+            return self.training_loader(dataset, b, drop_last=n % b == 1 and n > b, **common)
+        return self.evaluation_loader(dataset, self.eval_batch_size, **common)
 

@@ -396,15 +396,9 @@ class VoxCeleb1DataModule(CorpusDataModule):
         return UtteranceDataset(paths=ev.paths, labels=ev.labels, max_samples=self.max_eval_samples, **common)
 
     def _loader(self, split: str) -> DataLoader:
-        train = split == "train"
         dataset = self._dataset(split)
-        return DataLoader(
-            dataset,
-            batch_size=self.batch_size if train else self.eval_batch_size,
-            shuffle=train,
-            num_workers=self.num_workers,
-            collate_fn=collate_skipping_bad,
-            persistent_workers=self.num_workers > 0,
-            drop_last=train and len(dataset) > self.batch_size,
-        )
+        common = dict(num_workers=self.num_workers, collate_fn=collate_skipping_bad, persistent_workers=self.num_workers > 0)
+        if split == "train":
+            return self.training_loader(dataset, self.batch_size, drop_last=len(dataset) > self.batch_size, **common)
+        return self.evaluation_loader(dataset, self.eval_batch_size, **common)
 

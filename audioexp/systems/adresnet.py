@@ -255,10 +255,6 @@ class ADResNet(AudioClassifier):
         self.log_skipped_files("test", batch)
 
     # --- epoch ends ---------------------------------------------------------------------
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        self.val_f1_best.reset()
-
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
             self.val_f1_best(self.val_metrics["weighted_f1"].compute())

@@ -17,7 +17,7 @@ import lightning as L
 import torch
 from lightning.pytorch.loggers import WandbLogger
 from torch import nn
-from torchmetrics import MaxMetric
+from torchmetrics import MaxMetric, Metric, MinMetric
 
 from audioexp.features.functional import check_sample_rate
 from audioexp.metrics.classification import classification_metrics, confusion_matrix_metric
@@ -187,10 +187,29 @@ class AudioClassifier(L.LightningModule):
         """Optimiser parameter groups, each with its own ``lr`` (override for layer-wise rates)."""
         return [{"params": [p for p in self.parameters() if p.requires_grad], "lr": self.lr}]
 
+    # --- resuming -------------------------------------------------------------------------
+    def _best_metrics(self) -> dict[str, Metric]:
+        """The running bests of validation metrics (``val_acc_best``, ``val_eer_best``, ...)."""
+        return {name: m for name, m in self.named_children() if isinstance(m, (MaxMetric, MinMetric))}
+
+    def on_save_checkpoint(self, checkpoint: dict) -> None:
+        checkpoint["best_metrics"] = {
+            name: float(m.compute()) for name, m in self._best_metrics().items() if m.update_count > 0
+        }
+
+    def on_load_checkpoint(self, checkpoint: dict) -> None:
+        self._restored_best = checkpoint.get("best_metrics", {})
+
     def on_train_start(self) -> None:
-        """A run resumed with more epochs (``trainer.max_epochs`` raised) keeps a valid OneCycle
-        schedule (the restored state is fitted to this run's plan: :func:`stretch_one_cycle_state`)."""
-        self.val_acc_best.reset()
+        """Best-so-far metrics start empty, or from the checkpoint a run resumes (so that e.g.
+        ``val/acc_best`` covers the epochs before the interruption too); a run resumed with more
+        epochs (``trainer.max_epochs`` raised) keeps a valid OneCycle schedule (the restored
+        state is fitted to this run's plan: :func:`stretch_one_cycle_state`)."""
+        restored, self._restored_best = getattr(self, "_restored_best", {}), {}
+        for name, metric in self._best_metrics().items():
+            metric.reset()
+            if name in restored:
+                metric.update(torch.tensor(restored[name]))
         plan = getattr(self, "_one_cycle_plan", None)
         if plan is not None:
             scheduler, total, phases = plan

@@ -248,9 +248,5 @@ class VGGCenterLoss(AudioClassifier):
 
         self.log_figure("test/det_curve", det_curve_figure(scores.numpy(), labels.numpy(), title="test trials"))
 
-    def on_train_start(self) -> None:
-        super().on_train_start()
-        self.val_eer_best.reset()
-
     def predict_step(self, batch: dict, batch_idx: int) -> dict:
         return {"index": batch["index"], "embedding": self.embed(batch["waveform"], batch.get("length"))}

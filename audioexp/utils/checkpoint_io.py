@@ -18,13 +18,14 @@ from typing import Any
 
 import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
+from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
 from audioexp.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AtomicCheckpointIO", "atomic_torch_save", "check_free_space", "estimate_checkpoint_bytes"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "atomic_torch_save", "check_free_space", "estimate_checkpoint_bytes"]
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
@@ -68,3 +69,15 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             return super().save_checkpoint(checkpoint, path, storage_options)
         get_filesystem(path)  # the same validation of the path as Lightning's
         atomic_torch_save(checkpoint, path)
+
+
+class LastCheckpoint(ModelCheckpoint):
+    """``checkpoints/last.ckpt``: the most recent state, written at every epoch end and, with
+    ``every_n_train_steps=N``, every N optimizer steps as well (Lightning's ModelCheckpoint
+    takes one trigger or the other; here both). Lightning's own ``save_last`` writes ``last``
+    only when the monitored metric improved, so it is not used for this."""
+
+    def __init__(self, dirpath: str, every_n_train_steps: int | None = None, **kwargs: Any) -> None:
+        super().__init__(dirpath=dirpath, filename="last", monitor=None, save_top_k=1, every_n_epochs=1,
+                         enable_version_counter=False, **kwargs)
+        self._every_n_train_steps = int(every_n_train_steps or 0)

@@ -1,0 +1,120 @@
+"""Training data in an order that depends only on (seed, epoch), resumable mid-epoch.
+
+What makes a killed-and-resumed run equal to an uninterrupted one, on the data side:
+
+- :class:`EpochSampler` shuffles with its own generator seeded by ``(seed, epoch)``, not
+  the global RNG, and can start an epoch part-way (``resume(epoch, items_done)``): the
+  batches a resumed run sees are the ones the uninterrupted run saw after that point. Under
+  DDP it shards the permutation by rank itself (every rank gets ``ceil(n / world)`` items;
+  the padding repeats items of the start of the permutation, as DistributedSampler does).
+- :class:`SeededItems` gives every item its own random stream, seeded by ``(seed, epoch,
+  position)``: random crops and noise no longer depend on which worker process read the
+  item, on how many workers there are, or on what the process did before (the global RNG
+  is forked around the item, so the model's own draws, e.g. dropout, are not disturbed).
+
+The DataModule records the position in its ``state_dict`` (saved in every checkpoint) and
+builds the sampler from it after a resume; the global RNGs (dropout and the like) are
+restored by :class:`audioexp.utils.rng.RNGStateCheckpoint`.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset, DistributedSampler
+
+__all__ = ["EpochSampler", "SeededItems", "item_seed"]
+
+
+def item_seed(seed: int, epoch: int, position: int) -> int:
+    """A 63-bit seed for one item of one epoch (``numpy.random.SeedSequence``)."""
+    return int(np.random.SeedSequence([seed, epoch, position]).generate_state(2, np.uint64)[0] >> np.uint64(1))
+
+
+class EpochSampler(DistributedSampler):
+    """Indices ``0..n-1``, shuffled per epoch from ``(seed, epoch)``, yielded as ``(index, seed)``.
+
+    A :class:`~torch.utils.data.DistributedSampler` so that Lightning neither replaces nor
+    wraps it under DDP (it shards by itself) and calls its ``set_epoch`` every epoch.
+
+    Parameters
+    ----------
+    num_items : int
+    shuffle : bool
+    seed : int
+    num_replicas, rank : int, optional
+        DDP sharding; default: from ``torch.distributed`` when it is initialised, else 1, 0.
+    """
+
+    def __init__(self, num_items: int, shuffle: bool = True, seed: int = 0,
+                 num_replicas: int | None = None, rank: int | None = None) -> None:
+        # (DistributedSampler's __init__ is not called: it needs a process group or a dataset)
+        self.num_items = num_items
+        self.shuffle = shuffle
+        self.seed = seed
+        if num_replicas is None or rank is None:
+            dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+            num_replicas = torch.distributed.get_world_size() if dist else 1
+            rank = torch.distributed.get_rank() if dist else 0
+        self.num_replicas, self.rank = num_replicas, rank
+        self.drop_last = False
+        self.epoch = 0
+        self._skip = 0  # items of this epoch already trained on (a resumed run)
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at every epoch start; a new epoch starts at its beginning."""
+        if epoch != self.epoch:
+            self._skip = 0
+        self.epoch = epoch
+
+    def resume(self, epoch: int, items_done: int) -> None:
+        """Start at ``epoch``, after the first ``items_done`` items of this rank's share."""
+        self.epoch, self._skip = epoch, items_done
+
+    def _order(self) -> np.ndarray:
+        if self.shuffle:
+            g = torch.Generator().manual_seed(int(np.random.SeedSequence([self.seed, self.epoch]).generate_state(1)[0]))
+            order = torch.randperm(self.num_items, generator=g).numpy()
+        else:
+            order = np.arange(self.num_items)
+        if self.num_replicas > 1:
+            total = math.ceil(self.num_items / self.num_replicas) * self.num_replicas
+            order = np.concatenate([order, order[: total - len(order)]])[self.rank :: self.num_replicas]
+        return order
+
+    def __len__(self) -> int:
+        return math.ceil(self.num_items / self.num_replicas)
+
+    def __iter__(self) -> Iterator[tuple[int, int]]:
+        order = self._order()
+        skip, self._skip = self._skip, 0
+        for position in range(skip, len(order)):
+            yield int(order[position]), item_seed(self.seed, self.epoch, position * self.num_replicas + self.rank)
+
+
+class SeededItems(Dataset):
+    """``dataset[index]`` drawn with its own torch random stream: ``items[(index, seed)]``.
+
+    Plain integer keys pass through unchanged (evaluation loaders)."""
+
+    def __init__(self, dataset: Dataset) -> None:
+        self.dataset = dataset
+
+    def __len__(self) -> int:
+        return len(self.dataset)
+
+    def __getattr__(self, name: str):
+        if name == "dataset":
+            raise AttributeError(name)
+        return getattr(self.dataset, name)
+
+    def __getitem__(self, key):
+        if not isinstance(key, tuple):
+            return self.dataset[key]
+        index, seed = key
+        with torch.random.fork_rng(devices=[]):
+            torch.manual_seed(seed)
+            return self.dataset[index]
