@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table, read_corpus_table
-from audioexp.data.resumable import EpochSampler, SeededItems
+from audioexp.data.resumable import EpochSampler, SeededItems, ShardSampler
 
 __all__ = ["CorpusDataModule", "default_cache_dir"]
 
@@ -117,11 +117,12 @@ class CorpusDataModule(L.LightningDataModule):
 
     @staticmethod
     def evaluation_loader(dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
-        """An evaluation loader: in order, and with a generator of its own, so that creating its
-        iterator (which draws the workers' base seed) takes nothing from the global RNG: a
-        resumed run, which skips the sanity check, draws exactly what the uninterrupted one did."""
-        return DataLoader(dataset, batch_size=batch_size, shuffle=False, generator=torch.Generator().manual_seed(0),
-                          **kwargs)
+        """An evaluation loader: in order, each file once across DDP ranks (:class:`ShardSampler`:
+        no padding), and with a generator of its own, so that creating its iterator (which
+        draws the workers' base seed) takes nothing from the global RNG: a resumed run, which
+        skips the sanity check, draws exactly what the uninterrupted one did."""
+        return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),
+                          generator=torch.Generator().manual_seed(0), **kwargs)
 
     def _loader(self, split: str) -> DataLoader:
         raise NotImplementedError(f"{type(self).__name__} has no {split} loader")

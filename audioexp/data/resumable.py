@@ -26,7 +26,15 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset, DistributedSampler
 
-__all__ = ["EpochSampler", "SeededItems", "item_seed"]
+__all__ = ["EpochSampler", "SeededItems", "ShardSampler", "item_seed"]
+
+
+def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
+    if num_replicas is None or rank is None:
+        dist = torch.distributed.is_available() and torch.distributed.is_initialized()
+        num_replicas = torch.distributed.get_world_size() if dist else 1
+        rank = torch.distributed.get_rank() if dist else 0
+    return num_replicas, rank
 
 
 def item_seed(seed: int, epoch: int, position: int) -> int:
@@ -55,11 +63,7 @@ class EpochSampler(DistributedSampler):
         self.num_items = num_items
         self.shuffle = shuffle
         self.seed = seed
-        if num_replicas is None or rank is None:
-            dist = torch.distributed.is_available() and torch.distributed.is_initialized()
-            num_replicas = torch.distributed.get_world_size() if dist else 1
-            rank = torch.distributed.get_rank() if dist else 0
-        self.num_replicas, self.rank = num_replicas, rank
+        self.num_replicas, self.rank = _world(num_replicas, rank)
         self.drop_last = False
         self.epoch = 0
         self._skip = 0  # items of this epoch already trained on (a resumed run)
@@ -118,3 +122,24 @@ class SeededItems(Dataset):
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             return self.dataset[index]
+
+
+class ShardSampler(DistributedSampler):
+    """Evaluation order: ``0..n-1``; under DDP rank ``r`` of ``w`` takes items ``r, r+w, ...``
+    with no padding, so no file is scored twice (DistributedSampler pads every rank to the
+    same length by repeating files, which changes accuracy and the like). Metrics must then
+    gather across ranks (torchmetrics does) rather than assume equal shares."""
+
+    def __init__(self, num_items: int, num_replicas: int | None = None, rank: int | None = None) -> None:
+        self.num_items = num_items
+        self.num_replicas, self.rank = _world(num_replicas, rank)
+        self.shuffle, self.drop_last, self.epoch, self.seed = False, False, 0, 0
+
+    def set_epoch(self, epoch: int) -> None:
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(range(self.rank, self.num_items, self.num_replicas))
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(range(self.rank, self.num_items, self.num_replicas))

@@ -59,6 +59,19 @@ def test_ckpt_path_last_continues_the_run_in_its_dir_and_wandb_run_with_more_epo
     assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 3
 
 
+def _wandb_service_alive(parent_pid: int) -> bool:
+    """Whether a wandb-core started by ``parent_pid`` (``--pid PARENT``) still runs."""
+    needle = f"--pid\0{parent_pid}\0".encode()
+    for entry in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as handle:
+                if needle in handle.read():
+                    return True
+        except (FileNotFoundError, NotADirectoryError, PermissionError, ProcessLookupError):
+            continue
+    return False
+
+
 def _weights(path):
     return torch.load(path, weights_only=False)["state_dict"]
 
@@ -96,6 +109,12 @@ def test_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(tmp_path, fm_
     finally:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
+    # W&B's service process of the killed run notices its parent is gone within seconds; until
+    # then it holds the run id, and W&B refuses a second writer ("run ID ... is in use")
+    deadline = time.time() + 60
+    while _wandb_service_alive(proc.pid):
+        assert time.time() < deadline, "the killed run's wandb-core did not exit"
+        time.sleep(0.5)
     killed_at = torch.load(last, weights_only=False)["global_step"]
     assert steps_per_epoch < killed_at < 2 * steps_per_epoch, killed_at
     assert not (cut / "metrics.json").exists()
