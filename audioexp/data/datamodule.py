@@ -21,7 +21,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table, read_corpus_table
-from audioexp.data.resumable import EpochSampler, SeededItems, ShardSampler
+from audioexp.data.resumable import EpochSampler, SeededItems, ShardSampler, TrainingLoader
 
 __all__ = ["CorpusDataModule", "default_cache_dir"]
 
@@ -112,8 +112,8 @@ class CorpusDataModule(L.LightningDataModule):
         if self._resume_position:
             position, self._resume_position = self._resume_position, None
             sampler.resume(position["epoch"], position["batches_done"] * batch_size)
-        return DataLoader(SeededItems(dataset), batch_size=batch_size, sampler=sampler,
-                          generator=torch.Generator().manual_seed(seed), **kwargs)
+        return TrainingLoader(SeededItems(dataset), batch_size=batch_size, sampler=sampler,
+                              generator=torch.Generator().manual_seed(seed), **kwargs)
 
     @staticmethod
     def evaluation_loader(dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:

@@ -24,9 +24,9 @@ from collections.abc import Iterator
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["EpochSampler", "SeededItems", "ShardSampler", "item_seed"]
+__all__ = ["EpochSampler", "SeededItems", "ShardSampler", "TrainingLoader", "item_seed"]
 
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -143,3 +143,15 @@ class ShardSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[int]:
         return iter(range(self.rank, self.num_items, self.num_replicas))
+
+
+class TrainingLoader(DataLoader):
+    """The training DataLoader, resumable mid-epoch: Lightning asks a loader for its state and
+    warns when it has none. Its position lives in the DataModule's state (saved in every
+    checkpoint) and in its :class:`EpochSampler`, so the loader itself adds nothing."""
+
+    def state_dict(self) -> dict:
+        return {}
+
+    def load_state_dict(self, state_dict: dict) -> None:
+        pass

@@ -5,9 +5,6 @@ gathers scores across ranks; only rank 0 writes the run dir."""
 from __future__ import annotations
 
 import json
-import os
-import subprocess
-import sys
 
 import pytest
 

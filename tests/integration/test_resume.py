@@ -28,8 +28,16 @@ def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path, fm
     assert not (tmp_path / ".lock").exists()  # released when the run ended
 
 
+def _env() -> dict[str, str]:
+    """This environment for a run of its own: W&B offline, and not attached to the W&B service
+    this test process may have started (``WANDB_SERVICE``), which would outlive a killed run
+    and keep its run id "in use"."""
+    env = {k: v for k, v in os.environ.items() if k != "WANDB_SERVICE"}
+    return {**env, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+
+
 def _cli(args: list[str], cwd, timeout: int = 400) -> subprocess.CompletedProcess:
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    env = _env()
     proc = subprocess.run([sys.executable, "-m", "audioexp", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=timeout)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -89,8 +97,7 @@ def test_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(tmp_path, fm_
     steps_per_epoch = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] // 3
 
     cut = tmp_path / "cut"
-    env = {**os.environ, "WANDB_MODE": "offline"}
-    proc = subprocess.Popen([sys.executable, "-m", "audioexp", *common, f"hydra.run.dir={cut}"], cwd=tmp_path, env=env,
+    proc = subprocess.Popen([sys.executable, "-m", "audioexp", *common, f"hydra.run.dir={cut}"], cwd=tmp_path, env=_env(),
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
     last = cut / "checkpoints" / "last.ckpt"
     deadline = time.time() + 300
