@@ -22,6 +22,7 @@ from torch import nn
 
 from audioexp.data.manifest import cache_key
 from audioexp.embedders.functional import reassemble_by_index
+from audioexp.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -56,9 +57,9 @@ class IndexedPredictionWriter(BasePredictionWriter):
         rows = [p["embedding"].numpy() for p in items]
         if trainer.world_size > 1:
             self.out_dir.mkdir(parents=True, exist_ok=True)
-            np.savez(self.out_dir / f"rank{trainer.global_rank}.npz",
-                     index=np.concatenate(indices) if indices else np.zeros(0, np.int64),
-                     embedding=np.concatenate(rows) if rows else np.zeros((0, 0), np.float32))
+            with atomic_open(self.out_dir / f"rank{trainer.global_rank}.npz", mode="wb") as handle:
+                np.savez(handle, index=np.concatenate(indices) if indices else np.zeros(0, np.int64),
+                         embedding=np.concatenate(rows) if rows else np.zeros((0, 0), np.float32))
         else:
             self.indices, self.rows = indices, rows
 
@@ -130,13 +131,7 @@ class EmbeddingCache:
     def save(self, path: Path | None, files: list[str], embeddings: np.ndarray, settings: dict) -> None:
         if path is None:
             return
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.stem}.", suffix=".npz", dir=path.parent)
-        os.close(fd)
-        try:
-            np.savez(tmp, embeddings=embeddings, files=np.array(files), settings=json.dumps(settings, sort_keys=True, default=str))
-            os.replace(tmp, path)
-        finally:
-            if os.path.exists(tmp):
-                os.unlink(tmp)
+        with atomic_open(path, mode="wb") as handle:
+            np.savez(handle, embeddings=embeddings, files=np.array(files),
+                     settings=json.dumps(settings, sort_keys=True, default=str))
         log.info("embeddings cached in %s", path)

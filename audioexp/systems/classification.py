@@ -22,6 +22,7 @@ from torchmetrics import MaxMetric, Metric, MinMetric
 from audioexp.features.functional import check_sample_rate
 from audioexp.metrics.classification import classification_metrics, confusion_matrix_metric
 from audioexp.metrics.functional import confusion_error_rates
+from audioexp.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -176,7 +177,8 @@ class AudioClassifier(L.LightningModule):
             return
         out = Path(self.trainer.default_root_dir) / f"{key.replace('/', '_')}.png"
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=120)
+        with atomic_open(out, mode="wb") as handle:
+            fig.savefig(handle, dpi=120, format="png")
         for logger in self.loggers:
             if isinstance(logger, WandbLogger):
                 logger.log_image(key=key, images=[str(out)])

@@ -25,7 +25,7 @@ import numpy as np
 from audioexp.embedders.extract import EmbeddingCache
 from audioexp.probes.classifiers import DISPLAY_NAMES, ProbeResult, fit_and_score, per_class_report, pooled_confusion
 from audioexp.probes.functional import evaluation_splits, speaker_standardize
-from audioexp.utils.files import atomic_write_json, atomic_write_text
+from audioexp.utils.files import atomic_open, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -227,7 +227,8 @@ class EmbeddingProbe:
             fig = confusion_matrix_figure(pooled_confusion(results, len(class_names)), class_names,
                                           title=f"{embedder_name} / {DISPLAY_NAMES.get(clf, clf)}")
             figures[clf] = output_dir / f"confusion_{clf}.png"
-            fig.savefig(figures[clf], dpi=100)
+            with atomic_open(figures[clf], mode="wb") as handle:
+                fig.savefig(handle, dpi=100, format="png")
             plt.close(fig)
         metrics["num_files"] = float(len(y))
         metrics["dim"] = float(x.shape[1])

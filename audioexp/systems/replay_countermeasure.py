@@ -29,6 +29,7 @@ import numpy as np
 from audioexp.backends.fusion import LogisticRegressionFusion
 from audioexp.data.manifest import cache_key
 from audioexp.features.functional import check_sample_rate
+from audioexp.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -57,10 +58,8 @@ def extract_features(corpus, frontend, split: str, cache_dir: Path | None) -> tu
     log.info("%s: %d utterances -> %s features in %.1f s", split, len(paths), feats[0].shape[1:],
              time.perf_counter() - start)
     if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp.npz")
-        np.savez(tmp, frames=np.concatenate(feats), lengths=np.array([len(f) for f in feats]))
-        tmp.replace(cache)
+        with atomic_open(cache, mode="wb") as handle:
+            np.savez(handle, frames=np.concatenate(feats), lengths=np.array([len(f) for f in feats]))
     return feats, labels
 
 

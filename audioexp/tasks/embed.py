@@ -17,6 +17,7 @@ from omegaconf import DictConfig
 from audioexp.inference import cosine_score, embed_file, load_run
 from audioexp.tasks.registry import register_task
 from audioexp.tasks.skeleton import TaskRun
+from audioexp.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
 
@@ -32,8 +33,8 @@ def embed(cfg: DictConfig) -> dict[str, float]:
     files = [str(f) for f in opts.files]
     embeddings = np.stack([embed_file(model, f) for f in files])
     out = Path(opts.get("output") or run.output_dir / "embeddings.npz")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    np.savez(out, embeddings=embeddings, files=np.array(files))
+    with atomic_open(out, mode="wb") as handle:
+        np.savez(handle, embeddings=embeddings, files=np.array(files))
     log.info("%d embeddings of dimension %d written to %s", len(files), embeddings.shape[1], out)
     metrics: dict[str, float] = {"num_files": float(len(files)), "dim": float(embeddings.shape[1])}
     if len(files) == 2:

@@ -21,7 +21,7 @@ from audioexp.metrics.verification import equal_error_rate, minimum_dcf
 from audioexp.systems.replay_countermeasure import GMMReplayCountermeasure
 from audioexp.tasks.registry import register_task
 from audioexp.tasks.skeleton import TaskRun
-from audioexp.utils.files import atomic_write_text
+from audioexp.utils.files import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
 
@@ -55,9 +55,11 @@ def fit_gmm(cfg: DictConfig) -> dict[str, float]:
             metrics[f"{split}/{name}/min_dcf"] = dcf
             rows.append([name, split, 100 * eer, dcf, len(s)])
             safe = name.replace("(", "_").replace(")", "").replace("+", "_")
-            np.savetxt(run.output_dir / f"scores_{split}_{safe}.txt", np.stack([s, labels[split]], 1), fmt=["%.6f", "%d"])
+            with atomic_open(run.output_dir / f"scores_{split}_{safe}.txt", mode="wb") as handle:
+                np.savetxt(handle, np.stack([s, labels[split]], 1), fmt=["%.6f", "%d"])
             fig = det_curve_figure(s, labels[split], title=f"{name} ({split})")
-            fig.savefig(run.output_dir / f"det_{split}_{safe}.png", dpi=100)
+            with atomic_open(run.output_dir / f"det_{split}_{safe}.png", mode="wb") as handle:
+                fig.savefig(handle, dpi=100, format="png")
             figures[f"det/{split}/{safe}"] = fig
     table = "| system | split | EER % | minDCF (p 0.5) | trials |\n| --- | --- | --- | --- | --- |\n" + "".join(
         f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.3f} | {r[4]} |\n" for r in rows)
