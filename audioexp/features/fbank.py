@@ -27,7 +27,9 @@ import logging
 import torch
 from torch import nn
 
-from audioexp.features.functional import apply_filterbank, mel_filterbank, periodic_window, reflect_pad_items, stft_power
+from audioexp.features.functional import (
+    analysis_dtype, apply_filterbank, mel_filterbank, periodic_window, reflect_pad_items, stft_power,
+)
 from audioexp.utils.logging import log_once
 
 log = logging.getLogger(__name__)
@@ -305,12 +307,12 @@ class LogFilterbank(nn.Module):
         if waveform.dim() != 2:
             raise ValueError(f"LogFilterbank expects (batch, time) waveforms, got shape {tuple(waveform.shape)}")
         with torch.autocast(device_type=waveform.device.type, enabled=False):
-            waveform = waveform.float()
+            waveform = waveform.to(analysis_dtype(waveform))
             # a padded item is analysed as it would be alone: reflected at its own edges
             source = waveform if lengths is None else reflect_pad_items(waveform, lengths, self.n_fft // 2)
             feats = log_filterbank(
                 source, self.sample_rate, self.n_filters, self.win_ms, self.hop_ms, self.n_fft, self.f_min, self.f_max,
-                center=lengths is None, window=self.window.float(), fbank=self.fbank.float(),
+                center=lengths is None, window=self.window.to(waveform.dtype), fbank=self.fbank.to(waveform.dtype),
             )
             mask = self.speech_mask(waveform, lengths)
             if self.normalize:

@@ -306,3 +306,10 @@ def check_sample_rate(audio_rate: int | None, frontend_rate: int | None, fronten
         f"the data gives {int(audio_rate)} Hz audio, but {frontend} was built for {int(frontend_rate)} Hz: give both "
         "one rate (data.sample_rate; the front-ends' sample_rate follows it as ${data.sample_rate})"
     )
+
+
+def analysis_dtype(waveform: torch.Tensor) -> torch.dtype:
+    """The dtype a front-end computes in: float32 at least (the dB of half-precision power
+    underflows, so fp16/bf16 input is analysed in float32), float64 when given float64
+    (``trainer.precision=64-true``)."""
+    return torch.promote_types(waveform.dtype, torch.float32)

@@ -82,8 +82,9 @@ class LogMelSpectrogram(nn.Module):
             )
         # float32 STFT even under mixed precision: dB of fp16 power underflows
         with torch.autocast(device_type=waveform.device.type, enabled=False):
+            dtype = F.analysis_dtype(waveform)
             x = F.log_mel_spectrogram(
-                waveform.float(),
+                waveform.to(dtype),
                 self.sample_rate,
                 self.n_fft,
                 self.hop_length,
@@ -92,8 +93,8 @@ class LogMelSpectrogram(nn.Module):
                 self.f_min,
                 self.f_max,
                 self.top_db,
-                window=self.window.float(),  # float32 even if the module was cast (bf16-true)
-                fbank=self.fbank.float(),
+                window=self.window.to(dtype),  # float32 at least, even if the module was cast (bf16-true)
+                fbank=self.fbank.to(dtype),
             )
             if self.normalize == "instance":
                 x = F.instance_standardize(x)
@@ -165,7 +166,7 @@ class LogPowerSpectrogram(nn.Module):
     def _spectrogram(self, waveform: torch.Tensor) -> torch.Tensor:
         return F.log_power_spectrogram(
             waveform, self.n_fft, self.hop_length, self.win_length, self.window, eps=self.eps,
-            window_tensor=self.window_tensor.float(),
+            window_tensor=self.window_tensor.to(waveform.dtype),
         )
 
     def _spectrogram_padded(self, waveform: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
@@ -181,7 +182,7 @@ class LogPowerSpectrogram(nn.Module):
         padded = F.reflect_pad_items(waveform, lengths, half)
         spec = F.log_power_spectrogram(
             padded, self.n_fft, self.hop_length, self.win_length, self.window, center=False, eps=self.eps,
-            window_tensor=self.window_tensor.float(),
+            window_tensor=self.window_tensor.to(waveform.dtype),
         )
         frames = self.num_frames(lengths)
         keep = torch.arange(spec.shape[-1], device=spec.device)[None, :] < frames[:, None]
@@ -193,7 +194,7 @@ class LogPowerSpectrogram(nn.Module):
                 f"LogPowerSpectrogram expects (batch, time) waveforms, got shape {tuple(waveform.shape)}"
             )
         with torch.autocast(device_type=waveform.device.type, enabled=False):
-            waveform = waveform.float()
+            waveform = waveform.to(F.analysis_dtype(waveform))
             if lengths is None:
                 spec = self._spectrogram(waveform)
                 frame_lengths = None

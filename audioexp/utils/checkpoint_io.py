@@ -10,9 +10,12 @@ error the temporary file is removed and the previous checkpoint stays as it was.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
 import shutil
+import signal
+import threading
 from pathlib import Path
 from typing import Any
 
@@ -25,13 +28,42 @@ from audioexp.utils.files import atomic_open
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "atomic_torch_save", "check_free_space", "estimate_checkpoint_bytes"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "atomic_torch_save", "deferred_signals", "check_free_space", "estimate_checkpoint_bytes"]
+
+
+#: Signals a scheduler sends before stopping a job (SLURM, submitit: USR1/USR2, then TERM).
+DEFERRED_SIGNALS = tuple(getattr(signal, name) for name in ("SIGUSR1", "SIGUSR2", "SIGTERM") if hasattr(signal, name))
+
+
+@contextlib.contextmanager
+def deferred_signals(signals: tuple = DEFERRED_SIGNALS):
+    """Hold back the scheduler's stop signals while a checkpoint is written, and deliver them
+    (to the handlers installed before) once it is complete.
+
+    A requeue handler that runs in the middle of ``torch.save`` (submitit's exits from inside
+    the handler) breaks the write: the zip writer turns the exit into "unexpected pos" and
+    the job fails instead of being requeued. Outside the main thread (where Python cannot
+    change handlers) nothing is deferred.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    received: list[int] = []
+    previous = {sig: signal.signal(sig, lambda signum, frame: received.append(signum)) for sig in signals}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+        for sig in dict.fromkeys(received):
+            signal.raise_signal(sig)
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
     """``torch.save`` to a temporary file beside ``path``, fsync, then rename over ``path``
-    (:func:`audioexp.utils.files.atomic_open`)."""
-    with atomic_open(path, mode="wb") as handle:
+    (:func:`audioexp.utils.files.atomic_open`), with stop signals held back meanwhile
+    (:func:`deferred_signals`)."""
+    with deferred_signals(), atomic_open(path, mode="wb") as handle:
         torch.save(obj, handle)
 
 

@@ -127,3 +127,37 @@ def test_run_dir_of_a_resumed_run(tmp_path):
     assert resumed_run_dir("last", str(runs)) == runs / "b"
     assert run_dir(str(runs / "a" / "checkpoints" / "last.ckpt"), str(runs), "now") == str(runs / "a")
     assert resumed_run_dir(str(tmp_path / "elsewhere.ckpt"), str(runs)) is None  # not a run's checkpoint
+
+
+def test_stop_signals_wait_until_the_checkpoint_is_written(tmp_path):
+    """A requeue handler that exits from inside the handler (as submitit's does) runs only once
+    the checkpoint is complete, so the job exits as asked and the file is whole."""
+    import threading
+
+    from audioexp.utils.checkpoint_io import deferred_signals
+
+    calls = []
+    previous = signal.signal(signal.SIGUSR2, lambda signum, frame: calls.append(signum))
+    try:
+        with deferred_signals():
+            os.kill(os.getpid(), signal.SIGUSR2)
+            time.sleep(0.05)
+            assert calls == []  # held back
+        assert calls == [signal.SIGUSR2]  # delivered once, to the handler installed before
+
+        def exit_now(signum, frame):
+            raise SystemExit(144)  # submitit: requeue, then exit with this code
+
+        signal.signal(signal.SIGUSR2, exit_now)
+        path = tmp_path / "last.ckpt"
+        big = {"w": torch.ones(32_000_000)}
+        timer = threading.Timer(0.05, lambda: os.kill(os.getpid(), signal.SIGUSR2))
+        timer.start()
+        with pytest.raises(SystemExit):
+            for _ in range(20):  # the signal lands during one of these saves
+                atomic_torch_save(big, path)
+        timer.join()
+        assert torch.load(path, weights_only=True)["w"].numel() == 32_000_000
+        assert [p.name for p in tmp_path.iterdir()] == ["last.ckpt"]
+    finally:
+        signal.signal(signal.SIGUSR2, previous)
