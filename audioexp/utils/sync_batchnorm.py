@@ -69,10 +69,8 @@ def _swap(module: nn.Module, make) -> nn.Module:
 
 
 def _copy_into(target: nn.modules.batchnorm._BatchNorm, source: nn.modules.batchnorm._BatchNorm):
-    if source.affine:
-        with torch.no_grad():
-            target.weight = source.weight
-            target.bias = source.bias
+    if source.affine:  # the same Parameter objects: the optimiser's references stay valid
+        target.weight, target.bias = source.weight, source.bias
     if source.track_running_stats:
         target.running_mean, target.running_var = source.running_mean, source.running_var
         target.num_batches_tracked = source.num_batches_tracked
