@@ -36,7 +36,9 @@ from pathlib import Path
 import numpy as np
 
 from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table, read_corpus_table
-from audioexp.data.protocols import ProtocolFileError, read_list_file
+from audioexp.data.datamodule import CheckedCorpus
+from audioexp.data.protocols import ProtocolFileError, read_list_file, repeated
+from audioexp.data.validate import format_problems
 from audioexp.data.splits import first_per_group
 
 __all__ = ["ASVspoof2017", "KEYS", "ProtocolEntry", "ProtocolFileError", "SPLITS", "read_protocol"]
@@ -109,19 +111,27 @@ def _parse_protocol_line(line: str) -> ProtocolEntry:
     return ProtocolEntry(file, key, speaker, phrase, dash(env), dash(play), dash(rec))
 
 
-def read_protocol(path: str | os.PathLike) -> list[ProtocolEntry]:
+def read_protocol(path: str | os.PathLike, numbered: bool = False) -> list[ProtocolEntry]:
     """Parse an ASVspoof 2017 protocol list (version 1.0 or 2.0, 7 or 2 columns).
+
+    With ``numbered``, ``(line number, entry)`` pairs.
 
     Raises
     ------
     ProtocolFileError
-        Naming the file and line of a malformed line (column count, file name, key,
-        phrase id, or genuine lines with device fields), or an empty list.
+        Naming the file and line of every malformed line (column count, file name, key,
+        phrase id, or genuine lines with device fields), of a file listed twice (with one
+        key or with two), or an empty list.
     """
-    return read_list_file(path, _parse_protocol_line)
+    entries = read_list_file(path, _parse_protocol_line, numbered=True)
+    twice = repeated((e.file, f"{Path(path).name}:{n}") for n, e in entries)
+    if twice:
+        raise ProtocolFileError(f"{path}: {len(twice)} file(s) listed more than once (a file has one key):\n"
+                                + format_problems(twice))
+    return entries if numbered else [e for _, e in entries]
 
 
-class ASVspoof2017:
+class ASVspoof2017(CheckedCorpus):
     """An ASVspoof 2017 corpus root: protocol entries and audio paths per split.
 
     Parameters
@@ -140,11 +150,19 @@ class ASVspoof2017:
     cache_dir : path, optional
         Where each split's table (its protocol entries, checked against the audio folder) is
         written in :meth:`prepare_data` (default ``ROOT/.audioexp``).
+    max_seconds, silence_db, validate, skip_bad_files
+        What prepare checks and what a bad file does (:class:`audioexp.data.validate.AudioChecks`;
+        the data config documents each). A bad file left out is neither trained on nor scored.
+    resample : {"never", "down", "any"}
+        Files at another rate: refused by default (the corpus is 16 kHz throughout, and replay
+        cues lie in the upper band that a conversion would change: ours).
     """
+
+    corpus_name = "ASVspoof 2017"
 
     #: Columns of a split's table ('' for version 1.0 eval's missing fields and genuine
     #: lines' '-').
-    table_columns = ("file", "key", "speaker", "phrase", "environment", "playback", "recorder")
+    table_columns = ("file", "key", "speaker", "phrase", "environment", "playback", "recorder", "line")
 
     def __init__(
         self,
@@ -158,6 +176,11 @@ class ASVspoof2017:
         class_names: list[str] | None = None,
         max_files_per_class: int | None = None,
         cache_dir: str | None = None,
+        max_seconds: float | None = None,
+        resample: str = "never",
+        silence_db: float | None = -60.0,
+        validate: str = "header",
+        skip_bad_files: bool = False,
     ) -> None:
         if version not in LAYOUTS:
             raise ValueError(f"version must be 1 or 2, got {version!r}")
@@ -174,6 +197,8 @@ class ASVspoof2017:
         self.max_files_per_class = max_files_per_class
         self.prepare = prepare
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".audioexp"
+        self.configure_checks(sample_rate, min_seconds, max_seconds, resample, silence_db, validate, skip_bad_files)
+        self.splits_checked: tuple[str, ...] = SPLITS
 
     def prepare_data(self, splits: tuple[str, ...] | list[str] = SPLITS) -> None:
         """Run the injected ``prepare`` (if any); fail with the expected layout when the root is
@@ -185,7 +210,20 @@ class ASVspoof2017:
             raise CorpusNotFoundError(f"ASVspoof 2017 root {self.root} does not exist; " + self._expected())
         for split in splits:
             self.table_path(split)
+        self.splits_checked = tuple(splits)
+        self.check_files()
 
+    def table_key(self) -> tuple:
+        return self.version, str(self.protocol_dir.resolve()), *self.splits_checked
+
+    def split_files(self) -> dict[str, list[tuple[str, str | None, str]]]:
+        """Each prepared split's files, labelled by key (none for version 1.0's eval list)."""
+        files = {}
+        for split in self.splits_checked:
+            audio, name = self.audio_dir(split), self.protocol_file(split).name
+            files[split] = [(str(audio / r["file"]), r["key"] or None, f"{name}:{r['line']}")
+                            for r in read_corpus_table(self.table_path(split), self.table_columns)]
+        return files
     def _expected(self) -> str:
         return EXPECTED_LAYOUT.format(version=self.version, root=self.root, audio=self.layout["audio"],
                                       protocol_dir=self.protocol_dir, **self.layout["protocol"])
@@ -205,14 +243,14 @@ class ASVspoof2017:
         audio = self.audio_dir(split)
         if not audio.is_dir():
             raise CorpusNotFoundError(f"no audio folder {audio}; " + self._expected())
-        entries = read_protocol(proto)
+        entries = read_protocol(proto, numbered=True)
         present = set(os.listdir(audio))
-        missing = [e.file for e in entries if e.file not in present]
+        missing = [f"{proto.name}:{n}: {e.file}" for n, e in entries if e.file not in present]
         if missing:
             raise CorpusNotFoundError(
-                f"{len(missing)} file(s) listed in {proto} are missing from {audio}, e.g. {missing[:3]}"
+                f"{len(missing)} file(s) listed in {proto} are missing from {audio}:\n" + format_problems(missing)
             )
-        return [(e.file, e.key, e.speaker, e.phrase, e.environment, e.playback, e.recorder) for e in entries]
+        return [(e.file, e.key, e.speaker, e.phrase, e.environment, e.playback, e.recorder, n) for n, e in entries]
 
     def table_path(self, split: str) -> Path:
         """Build (or reuse) the table of a split from its protocol list and audio folder."""
@@ -233,13 +271,16 @@ class ASVspoof2017:
         if any(e.key is None for e in entries):
             raise ProtocolFileError(f"{self.protocol_file(split)} has no keys (version 1.0 eval list): "
                                     "it cannot be scored")
+        audio = self.audio_dir(split)
+        bad = self.bad_files()
+        if bad:
+            entries = [e for e in entries if str(audio / e.file) not in bad]
         if self.max_files_per_class is not None:
             entries = [entries[i] for i in first_per_group([e.label for e in entries], self.max_files_per_class)]
-        audio = self.audio_dir(split)
         return [audio / e.file for e in entries], np.array([e.label for e in entries], dtype=np.int64)
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
         """One utterance as float64 at ``sample_rate`` (errors name the file)."""
         from audioexp.data.audio import load_audio
 
-        return load_audio(path, self.sample_rate, self.min_seconds).numpy().astype(np.float64)
+        return load_audio(path, self.sample_rate, self.min_seconds, self.checks).numpy().astype(np.float64)

@@ -15,6 +15,7 @@ import soundfile as sf
 import torch
 import torchaudio.functional as AF
 
+from audioexp.data.validate import AudioChecks, check_waveform, wav_data_frames
 from audioexp.utils.logging import log_once
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,7 @@ def load_audio(
     path: str | os.PathLike,
     sample_rate: int,
     min_seconds: float = 0.0,
+    checks: AudioChecks | None = None,
 ) -> torch.Tensor:
     """Read a file as a mono float32 waveform at ``sample_rate``.
 
@@ -46,6 +48,11 @@ def load_audio(
         Target rate in Hz.
     min_seconds : float
         Files shorter than this (before padding) raise :class:`AudioFileError`.
+    checks : AudioChecks, optional
+        The corpus's checks (:mod:`audioexp.data.validate`), applied to the decoded file
+        whatever ``data.validate`` was at prepare: a truncated WAV, a rate the corpus refuses,
+        too short or too long, NaN/Inf, digital silence or near-silence raise with the file
+        name. Without them only empty, non-finite and too-short audio raise.
 
     Returns
     -------
@@ -54,12 +61,18 @@ def load_audio(
     Raises
     ------
     AudioFileError
-        Unreadable or corrupt file, no samples, NaN/Inf samples, or too short.
+        Unreadable or corrupt file, no samples, NaN/Inf samples, or too short (and with
+        ``checks``, whatever they refuse).
     """
     try:
         data, file_rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise AudioFileError(path, f"cannot be decoded as audio ({err})") from err
+    if checks is not None:
+        declared = wav_data_frames(path) if os.fspath(path).lower().endswith(".wav") else None
+        problem = check_waveform(checks, path, data, file_rate, declared[0] if declared else None)
+        if problem is not None:
+            raise AudioFileError(path, problem[1])
     if data.shape[0] == 0:
         raise AudioFileError(path, "has no samples (empty audio)")
     if not np.isfinite(data).all():

@@ -11,8 +11,10 @@ protocol files, one row per file), ``table_sources()`` (what the rows are built 
 
 from __future__ import annotations
 
+import json
+import logging
 import os
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import lightning as L
@@ -22,8 +24,19 @@ from torch.utils.data import DataLoader, Dataset
 
 from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table, read_corpus_table
 from audioexp.data.resumable import EpochSampler, SeededItems, ShardSampler, TrainingLoader
+from audioexp.data.validate import (
+    AudioChecks,
+    CorpusCheck,
+    MetadataError,
+    check_corpus_audio,
+    format_problems,
+    metadata_problems,
+)
+from audioexp.utils.files import atomic_write_json, atomic_write_text
 
-__all__ = ["CorpusDataModule", "default_cache_dir"]
+__all__ = ["CheckedCorpus", "CorpusDataModule", "default_cache_dir"]
+
+log = logging.getLogger(__name__)
 
 
 def default_cache_dir(root: str | os.PathLike, cache_dir: str | os.PathLike | None) -> Path:
@@ -32,7 +45,99 @@ def default_cache_dir(root: str | os.PathLike, cache_dir: str | os.PathLike | No
     return Path(cache_dir) if cache_dir else Path(root) / ".audioexp"
 
 
-class CorpusDataModule(L.LightningDataModule):
+class CheckedCorpus:
+    """The checks at prepare that every corpus shares (:mod:`audioexp.data.validate`).
+
+    A corpus sets ``root``, ``cache_dir`` and :attr:`corpus_name`, calls
+    :meth:`configure_checks` in ``__init__``, implements :meth:`split_files` (and may add to
+    :meth:`metadata_problems`), calls :meth:`check_files` at the end of ``prepare_data`` and
+    leaves :meth:`bad_files` out in ``setup``.
+    """
+
+    corpus_name: str = "corpus"
+
+    def table_key(self) -> Sequence[object]:
+        """What besides the root the corpus's lists depend on (e.g. the protocol)."""
+        return ()
+
+    # --- checks at prepare: metadata, then every file's header (audioexp.data.validate) ------
+    #: ``data.validate`` ("header" or "full"), ``data.skip_bad_files`` and the corpus's
+    #: :class:`AudioChecks`; set by :meth:`configure_checks` in a subclass's ``__init__``.
+    validate: str = "header"
+    skip_bad_files: bool = False
+    checks: AudioChecks | None = None
+    #: The split whose classes every other split's must be among (None: no such check).
+    train_split: str | None = "train"
+    _check: dict | None = None
+
+    def configure_checks(self, sample_rate: int, min_seconds: float = 0.0, max_seconds: float | None = None,
+                         resample: str = "any", silence_db: float | None = -60.0, validate: str = "header",
+                         skip_bad_files: bool = False) -> None:
+        """Set what the corpus accepts (see :class:`audioexp.data.validate.AudioChecks`)."""
+        self.checks = AudioChecks(sample_rate, min_seconds, max_seconds, resample, silence_db)
+        self.validate, self.skip_bad_files = validate, skip_bad_files
+
+    def split_files(self) -> Mapping[str, Sequence[tuple]]:
+        """Every file a run of this corpus reads, per split: ``(absolute path, label or None[,
+        list file and line])``, from the corpus table (bad files included). Empty: the corpus
+        checks nothing."""
+        return {}
+
+    def metadata_problems(self, split_files: Mapping[str, Sequence[tuple]]) -> list[str]:
+        """What is inconsistent in the lists (a subclass adds its corpus's own checks)."""
+        return metadata_problems(split_files, train_split=self.train_split)
+
+    def _check_path(self) -> Path:
+        slug = self.corpus_name.lower().replace(" ", "")
+        return self.cache_dir / f"{slug}-{cache_key(self.root.resolve(), *self.table_key())}"
+
+    def check_files(self) -> CorpusCheck | None:
+        """The prepare-time check: metadata errors stop here (every case listed); then every
+        file's header is read (cached by size and mtime) and judged; bad files stop the run,
+        or with ``skip_bad_files`` are recorded to be left out by ``setup`` on every rank."""
+        if self.checks is None:
+            return None
+        files = self.split_files()
+        if not files:
+            return None
+        problems = self.metadata_problems(files)
+        problems += [f"{e[0]} does not exist" + (f" (named at {e[2]})" if len(e) > 2 and e[2] else "")
+                     for f in files.values() for e in f if not os.path.exists(e[0])]
+        base = self._check_path()
+        if problems:
+            list_file = base.with_suffix(".metadata.txt")
+            atomic_write_text(list_file, "\n".join(problems) + "\n")
+            raise MetadataError(f"{self.corpus_name} at {self.root}: {len(problems)} metadata problem(s), found "
+                                f"before training:\n{format_problems(problems, list_file)}")
+        report = check_corpus_audio(self.corpus_name, {s: [e[0] for e in f] for s, f in files.items()}, self.checks,
+                                    base.with_suffix(".audio.csv"), self.validate, self.skip_bad_files)
+        self._check = {"summary": report.summary(), "bad": sorted(report.bad)}
+        atomic_write_json(self._check_file(), self._check)
+        return report
+
+    def _check_file(self) -> Path:
+        return self._check_path().with_name(self._check_path().name + f"-check-{cache_key(self.checks, self.validate)}.json")
+
+    def check_summary(self) -> dict:
+        """``{"summary": {split/files, split/skipped_files}, "bad": [paths]}`` of the last check
+        (read from the file ``prepare_data`` wrote; checked here when it is absent)."""
+        if self._check is None and self.checks is not None:
+            path = self._check_file()
+            if path.exists():
+                try:
+                    self._check = json.loads(path.read_text())
+                except ValueError:
+                    self._check = None
+            if self._check is None:
+                self.check_files()
+        return self._check or {"summary": {}, "bad": []}
+
+    def bad_files(self) -> set[str]:
+        """Absolute paths that the check at prepare found bad (left out with ``skip_bad_files``)."""
+        return set(self.check_summary()["bad"]) if self.skip_bad_files else set()
+
+
+class CorpusDataModule(CheckedCorpus, L.LightningDataModule):
     """Base of the corpus DataModules (``self.root``, ``self.prepare``, ``self.class_names``).
 
     ``prepare_data`` runs the injected ``prepare`` callable (the ``*_mini`` data configs
@@ -61,12 +166,9 @@ class CorpusDataModule(L.LightningDataModule):
                                       + self.expected_layout.format(root=self.root))
         if self.table_columns:
             self.table_path()
+        self.check_files()
 
     # --- the corpus table --------------------------------------------------------------
-    def table_key(self) -> Sequence[object]:
-        """What besides the root the table's rows depend on (e.g. the protocol)."""
-        return ()
-
     def table_sources(self) -> Sequence[Path]:
         """The protocol files and folders the rows are read from (a change rebuilds the table)."""
         return [self.root]

@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 
 from audioexp.data.audio import AudioFileError, fix_length, load_audio
 from audioexp.data.manifest import Manifest
+from audioexp.data.validate import AudioChecks
 
 log = logging.getLogger(__name__)
 
@@ -25,15 +26,17 @@ class SkippingAudioReader:
     (the count is per process: each DataLoader worker warns with its own running count).
     """
 
-    def __init__(self, sample_rate: int, min_seconds: float = 0.0, skip_bad_files: bool = False) -> None:
+    def __init__(self, sample_rate: int, min_seconds: float = 0.0, skip_bad_files: bool = False,
+                 checks: AudioChecks | None = None) -> None:
         self.sample_rate = sample_rate
         self.min_seconds = min_seconds
         self.skip_bad_files = skip_bad_files
+        self.checks = checks
         self.num_skipped = 0
 
     def __call__(self, path) -> torch.Tensor | None:
         try:
-            return load_audio(path, self.sample_rate, self.min_seconds)
+            return load_audio(path, self.sample_rate, self.min_seconds, self.checks)
         except (AudioFileError, FileNotFoundError) as err:
             if not self.skip_bad_files:
                 raise
@@ -66,6 +69,8 @@ class FixedLengthClipDataset(Dataset):
     skip_bad_files : bool
         Return ``None`` for a bad file (dropped by :func:`collate_skipping_bad`) and warn,
         instead of raising :class:`AudioFileError`.
+    checks : AudioChecks, optional
+        The corpus's read-time checks (:func:`audioexp.data.audio.load_audio`).
 
     Items are dicts ``{"waveform": (num_samples,), "label": int, "index": manifest row}``.
     """
@@ -80,6 +85,7 @@ class FixedLengthClipDataset(Dataset):
         crop: str = "start",
         min_seconds: float = 0.0,
         skip_bad_files: bool = False,
+        checks: AudioChecks | None = None,
     ) -> None:
         self.manifest = manifest
         self.indices = np.asarray(indices, dtype=np.int64)
@@ -92,7 +98,7 @@ class FixedLengthClipDataset(Dataset):
             raise ValueError("labels must align with indices")
         self.num_samples = num_samples
         self.crop = crop
-        self.read = SkippingAudioReader(sample_rate, min_seconds, skip_bad_files)
+        self.read = SkippingAudioReader(sample_rate, min_seconds, skip_bad_files, checks)
 
     def __len__(self) -> int:
         return len(self.indices)
@@ -164,6 +170,7 @@ class UtteranceDataset(Dataset):
         min_seconds: float = 0.0,
         max_samples: int | None = None,
         skip_bad_files: bool = False,
+        checks: AudioChecks | None = None,
     ) -> None:
         self.root = Path(root)
         self.paths = paths
@@ -172,7 +179,7 @@ class UtteranceDataset(Dataset):
         self.noise_prob = noise_prob
         self.snr_db_min, self.snr_db_max = snr_db_min, snr_db_max
         self.max_samples = max_samples
-        self.read = SkippingAudioReader(sample_rate, min_seconds, skip_bad_files)
+        self.read = SkippingAudioReader(sample_rate, min_seconds, skip_bad_files, checks)
 
     def __len__(self) -> int:
         return len(self.paths)

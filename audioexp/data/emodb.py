@@ -117,7 +117,7 @@ def list_emodb(root: str | Path) -> list[EmoDBUtterance]:
     CorpusNotFoundError
         No ``wav/`` folder or no ``.wav`` file in it; the message gives the expected layout.
     EmoDBNameError
-        A ``.wav`` whose name is not an EmoDB name (the message names the file).
+        ``.wav`` files whose names are not EmoDB names (the message names every one).
     """
     root = Path(root)
     wav = root / "wav"
@@ -126,12 +126,15 @@ def list_emodb(root: str | Path) -> list[EmoDBUtterance]:
     names = sorted(p.name for p in wav.iterdir() if p.suffix.lower() == ".wav" and not p.name.startswith("."))
     if not names:
         raise CorpusNotFoundError(f"EmoDB root {root} has no .wav files in wav/; " + EXPECTED_LAYOUT.format(root=root))
-    utterances = []
+    utterances, problems = [], []
     for name in names:
         try:
             utterances.append(parse_emodb_name(name))
         except EmoDBNameError as err:
-            raise EmoDBNameError(f"{wav / name}: {err}") from None
+            problems.append(f"{wav / name}: {err}")
+    if problems:
+        more = f"\n... and {len(problems) - 20} more" if len(problems) > 20 else ""
+        raise EmoDBNameError(f"{len(problems)} file(s) in {wav} are not EmoDB names:\n" + "\n".join(problems[:20]) + more)
     return utterances
 
 
@@ -201,6 +204,10 @@ class EmoDBDataModule(CorpusDataModule):
         ``prepare_data`` (default ``ROOT/.audioexp``).
     num_classes, class_names
         For configs; always the seven EmoDB emotions.
+    max_seconds, resample, silence_db, validate, skip_bad_files
+        What prepare checks and what a bad file does (:class:`audioexp.data.validate.AudioChecks`;
+        the data config documents each). Bad files left out are not embedded: the probe
+        sees only the others, and the count is in ``data/all/skipped_files``.
     """
 
     def __init__(
@@ -217,6 +224,10 @@ class EmoDBDataModule(CorpusDataModule):
         class_names: list[str] | None = None,
         max_files_per_class: int | None = None,
         cache_dir: str | None = None,
+        max_seconds: float | None = None,
+        resample: str = "any",
+        silence_db: float | None = -60.0,
+        validate: str = "header",
     ) -> None:
         super().__init__()
         if num_classes != len(CLASS_NAMES):
@@ -224,7 +235,8 @@ class EmoDBDataModule(CorpusDataModule):
         if class_names is not None and list(class_names) != CLASS_NAMES:
             raise ValueError(f"EmoDB's class names are {CLASS_NAMES} (in that order), got {list(class_names)}")
         self.root = Path(root)
-        self.sample_rate, self.min_seconds, self.skip_bad_files = sample_rate, min_seconds, skip_bad_files
+        self.sample_rate, self.min_seconds = sample_rate, min_seconds
+        self.configure_checks(sample_rate, min_seconds, max_seconds, resample, silence_db, validate, skip_bad_files)
         self.batch_size, self.num_workers = batch_size, num_workers
         self.prepare, self.check_counts = prepare, check_counts
         self.class_names = list(CLASS_NAMES)
@@ -243,11 +255,16 @@ class EmoDBDataModule(CorpusDataModule):
         for u in list_emodb(self.root):
             yield f"wav/{u.name}", u.speaker, u.text, u.emotion, u.version
 
+    def split_files(self) -> dict[str, list[tuple[str, str, str]]]:
+        """Every clip (the probe makes its speaker-independent splits later)."""
+        return {"all": [(str(self.root / row["path"]), row["emotion"], "") for row in self.read_table()]}
+
     def setup(self, stage: str | None = None) -> None:
         if self.utterances:
             return
+        bad = self.bad_files()
         self.utterances = [EmoDBUtterance(Path(row["path"]).name, row["speaker"], row["text"], row["emotion"], row["version"])
-                           for row in self.read_table()]
+                           for row in self.read_table() if str(self.root / row["path"]) not in bad]
         if self.check_counts:
             check_counts(self.root, self.utterances)
         if self.max_files_per_class is not None:
@@ -275,5 +292,5 @@ class EmoDBDataModule(CorpusDataModule):
         self.setup()
         # whole clips, with their position in `files` (the probe reassembles embeddings by it)
         dataset = UtteranceDataset(self.root, self.files, self.labels, self.sample_rate, min_seconds=self.min_seconds,
-                                   skip_bad_files=self.skip_bad_files)
+                                   skip_bad_files=self.skip_bad_files, checks=self.checks)
         return self.evaluation_loader(dataset, self.batch_size, num_workers=self.num_workers, collate_fn=collate_skipping_bad)

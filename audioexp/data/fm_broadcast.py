@@ -17,8 +17,11 @@ or a CSV manifest ``path,label[,group]`` (paths relative to ROOT or absolute).
 
 from __future__ import annotations
 
+import csv
+import json
 import logging
 import os
+from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
@@ -32,11 +35,13 @@ from audioexp.data.manifest import (
     AUDIO_EXTENSIONS,
     CorpusNotFoundError,
     Manifest,
-    cache_is_fresh,
+    PathTable,
+    ManifestError,
     cache_key,
+    folder_stamp,
+    folders_of,
     read_manifest_csv,
     scan_audio_files,
-    tree_stamp,
     write_cache_stamp,
     write_manifest_csv,
 )
@@ -80,8 +85,9 @@ def prepare_fm_broadcast(
 ) -> Path:
     """Build (or reuse) the cached manifest CSV of an FM broadcast root; return its path.
 
-    Idempotent: the manifest is rebuilt only when the modification times of the root and
-    its class folders changed, or with ``rebuild=True``. Never decodes audio.
+    Idempotent: the manifest is rebuilt when a folder holding clips (at any depth), or its
+    parent, changed (a clip added, removed or renamed anywhere), when its row count is not
+    the one written (a truncated cache), or with ``rebuild=True``. Never decodes audio.
     """
     root = Path(root)
     if not root.is_dir():
@@ -89,23 +95,58 @@ def prepare_fm_broadcast(
             f"FM broadcast corpus root {root} does not exist; " + EXPECTED_LAYOUT.format(root=root)
         )
     cache_dir = Path(cache_dir)
-    key = cache_key(root.resolve(), AUDIO_EXTENSIONS, list(class_names))
+    key = cache_key(root.resolve(), AUDIOEXP_MANIFEST_FORMAT, AUDIO_EXTENSIONS, list(class_names))
     manifest_path = cache_dir / f"fm_broadcast-{key}.csv"
-    stamp = {"root": str(root.resolve()), "mtimes": tree_stamp(root, list(class_names))}
-    if not rebuild and cache_is_fresh(manifest_path, stamp):
-        return manifest_path
+    if not rebuild:
+        stale = _manifest_staleness(root, manifest_path)
+        if stale is None:
+            return manifest_path
+        if stale:
+            log.warning("rebuilding the manifest %s: %s", manifest_path, stale)
     log.info("building the manifest of %s into %s", root, manifest_path)
-    rows = tqdm(fm_broadcast_rows(root, class_names), desc="scanning clips", unit=" files", mininterval=1.0)
-    n = write_manifest_csv(rows, manifest_path)
+    paths: list[str] = []
+
+    def rows():
+        for row in tqdm(fm_broadcast_rows(root, class_names), desc="scanning clips", unit=" files", mininterval=1.0):
+            paths.append(row[0])
+            yield row
+
+    n = write_manifest_csv(rows(), manifest_path)
     if n == 0:
         manifest_path.unlink(missing_ok=True)
         raise CorpusNotFoundError(
             f"FM broadcast corpus root {root} holds no audio files under "
             f"{', '.join(c + '/' for c in class_names)}; " + EXPECTED_LAYOUT.format(root=root)
         )
-    write_cache_stamp(manifest_path, stamp, n)
+    folders = folders_of(paths)
+    folders += [c for c in class_names if c not in folders]
+    write_cache_stamp(manifest_path, {"root": str(root.resolve()), "folders": folder_stamp(root, folders)}, n)
     log.info("manifest: %d clips", n)
     return manifest_path
+
+
+#: Bumped when the cached manifest's meaning changes (2: stamped by every folder's mtime).
+AUDIOEXP_MANIFEST_FORMAT = 2
+
+
+def _manifest_staleness(root: Path, manifest_path: Path) -> str | None:
+    """None when the cached manifest can be used; otherwise why not ("" when there is none)."""
+    stamp_path = manifest_path.with_suffix(".json")
+    if not (manifest_path.exists() and stamp_path.exists()):
+        return ""
+    try:
+        saved = json.loads(stamp_path.read_text())
+        folders, expected = saved["folders"], int(saved["num_files"])
+    except (ValueError, KeyError, TypeError):
+        return f"its stamp {stamp_path.name} is unreadable"
+    changed = [f for f, t in folder_stamp(root, folders).items() if t != folders[f]]
+    if changed:
+        return ""  # the corpus changed: a rebuild is expected, not a fault
+    with open(manifest_path, "rb") as handle:
+        rows = sum(1 for line in handle if line.strip()) - 1
+    if rows != expected:
+        return f"it holds {rows} rows but {expected} were written (truncated or edited)"
+    return None
 
 
 class FMBroadcastDataModule(CorpusDataModule):
@@ -130,9 +171,20 @@ class FMBroadcastDataModule(CorpusDataModule):
     split_by : {"random", "group"}
         ``group`` keeps every recording in one part.
     split_seed : int
+    max_seconds : float, optional
+        Longer files are bad files (``None``: no limit).
+    resample : {"any", "down", "never"}
+        Files at another rate than ``sample_rate``: resampled (said once), resampled from
+        higher rates only, or refused (:class:`audioexp.data.validate.AudioChecks`).
+    silence_db : float, optional
+        Files whose RMS is below this (dBFS) are bad (near-silent); digital silence always is.
+    validate : {"header", "full"}
+        At prepare, read every file's header (the default), or decode every file once (also
+        finds NaN/Inf and silence, which otherwise surface when the file is read).
     skip_bad_files : bool
-        Skip corrupt/empty/NaN/too-short files with a warning (counted in ``*/skipped_files``)
-        instead of stopping with an error naming the file.
+        Leave the bad files that prepare finds out of every split (counted in the summary and
+        in ``data/*_skipped_files``; files that fail when read are dropped from their batch
+        and counted in ``*/skipped_files``) instead of stopping with the list.
     shuffle_labels : bool
         Control experiment: permute the training labels (validation and test keep theirs).
     prepare : callable, optional
@@ -149,7 +201,8 @@ class FMBroadcastDataModule(CorpusDataModule):
         class_names: list[str] | tuple[str, ...] = CLASS_NAMES,
         num_classes: int | None = None,
         sample_rate: int = 16000,
-        clip_seconds: float = 5.0, min_clip_seconds: float = 1.0,
+        clip_seconds: float = 5.0, min_clip_seconds: float = 1.0, max_seconds: float | None = None,
+        resample: str = "any", silence_db: float | None = -60.0, validate: str = "header",
         val_fraction: float = 0.2, test_fraction: float = 0.0, split_by: str = "random", split_seed: int = 0,
         batch_size: int = 32, num_workers: int = 2,
         skip_bad_files: bool = False, shuffle_labels: bool = False,
@@ -174,7 +227,8 @@ class FMBroadcastDataModule(CorpusDataModule):
         self.split_seed = split_seed
         self.batch_size = batch_size
         self.num_workers = num_workers
-        self.skip_bad_files = skip_bad_files
+        self.configure_checks(sample_rate, min_clip_seconds, max_seconds, resample, silence_db, validate,
+                              skip_bad_files)
         self.shuffle_labels = shuffle_labels
         self.prepare = prepare
         self.rebuild_manifest = rebuild_manifest
@@ -195,11 +249,55 @@ class FMBroadcastDataModule(CorpusDataModule):
         if self.prepare is not None:
             self.prepare(self.root)
         self._manifest_path()
+        self.check_files()
+
+    def _read_manifest(self) -> Manifest:
+        path = self._manifest_path()
+        try:
+            return read_manifest_csv(path, self.root, self.class_names)
+        except ManifestError as err:
+            if self.manifest_file is not None:
+                raise
+            log.warning("rebuilding the cached manifest %s: %s", path, err)
+            return read_manifest_csv(prepare_fm_broadcast(self.root, self.cache_dir, self.class_names, True),
+                                     self.root, self.class_names)
+
+    def split_files(self) -> dict[str, list[tuple[str, str]]]:
+        """Every clip, before the split (made in ``setup`` from the clips that are not bad, so
+        that a bad file does not move a clean one to another part)."""
+        manifest = self._read_manifest()
+        lines = [""] * len(manifest)
+        if self.manifest_file is not None:  # a user's CSV: name its lines in messages
+            with open(self.manifest_file, newline="", encoding="utf-8") as handle:
+                numbered = [n for n, row in enumerate(csv.reader(handle), start=1) if row and n > 1]
+            lines = [f"{self.manifest_file.name}:{n}" for n in numbered]
+        return {"all": [(manifest.resolve(i), manifest.class_names[manifest.labels[i]], lines[i])
+                        for i in range(len(manifest))]}
+
+    def metadata_problems(self, split_files) -> list[str]:
+        problems = super().metadata_problems(split_files)
+        counts = Counter(entry[1] for entry in split_files["all"])
+        problems += [f"class {c!r} has no clips" for c in self.class_names if not counts[c]]
+        if self.manifest_file is None and self.root.is_dir():
+            for entry in sorted(os.scandir(self.root), key=lambda e: e.name):
+                if entry.name.startswith(".") or not entry.is_dir() or entry.name in self.class_names:
+                    continue
+                same = [c for c in self.class_names if c.lower() == entry.name.lower()]
+                hint = (f"it differs from the class {same[0]!r} only in case" if same
+                        else f"it is not one of the classes {self.class_names}")
+                problems.append(f"folder {entry.path}/ is not read: {hint} (rename it, or set data.class_names)")
+        return problems
 
     def setup(self, stage: str | None = None) -> None:
         if self.manifest is not None:
             return
-        manifest = read_manifest_csv(self._manifest_path(), self.root, self.class_names)
+        manifest = self._read_manifest()
+        bad = self.bad_files()
+        if bad:
+            keep = np.array([manifest.resolve(i) not in bad for i in range(len(manifest))])
+            manifest = Manifest(manifest.root, PathTable.from_strings(p for p, k in zip(manifest.paths, keep) if k),
+                                manifest.labels[keep], manifest.groups[keep], manifest.class_names, manifest.group_names)
+            log.info("%s: %d bad clips left out before the split (data.skip_bad_files=true)", self.root, int((~keep).sum()))
         if len(manifest) == 0:
             raise CorpusNotFoundError(f"the manifest of {self.root} lists no clips")
         if self.split_by == "group":
@@ -246,6 +344,7 @@ class FMBroadcastDataModule(CorpusDataModule):
             crop="random" if split == "train" else "start",
             min_seconds=self.min_clip_seconds,
             skip_bad_files=self.skip_bad_files,
+            checks=self.checks,
         )
 
     def _loader(self, split: str) -> DataLoader:

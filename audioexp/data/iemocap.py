@@ -51,7 +51,7 @@ from torch.utils.data import DataLoader
 from audioexp.data.datamodule import CorpusDataModule, default_cache_dir
 from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
 from audioexp.data.manifest import CorpusNotFoundError
-from audioexp.data.protocols import ProtocolFileError, read_list_file
+from audioexp.data.protocols import ProtocolFileError, read_list_file, repeated
 
 log = logging.getLogger(__name__)
 
@@ -128,7 +128,7 @@ def speaker_of(utterance_id: str) -> str:
     return f"Ses0{m.group(1)}{m.group(3)}"
 
 
-def read_emo_evaluation(path: str | os.PathLike, session: int | None = None) -> list[Utterance]:
+def read_emo_evaluation(path: str | os.PathLike, session: int | None = None, numbered: bool = False) -> list[Utterance]:
     """Parse one ``EmoEvaluation/<dialog>.txt``: its utterance lines, in file order.
 
     Lines starting with ``[`` are utterance lines and must be well formed; the header
@@ -161,11 +161,12 @@ def read_emo_evaluation(path: str | os.PathLike, session: int | None = None) -> 
 
     return read_list_file(path, parse, select=lambda line: line.startswith("["), errors="replace",
                           empty="no utterance lines ('[start - end]<TAB>utterance<TAB>label<TAB>[v, a, d]')",
-                          error=EmoEvaluationError)
+                          error=EmoEvaluationError, numbered=numbered)
 
 
-def read_iemocap(root: str | os.PathLike) -> list[Utterance]:
-    """Every labelled utterance of the five sessions' EmoEvaluation files."""
+def read_iemocap(root: str | os.PathLike, numbered: bool = False) -> list[Utterance]:
+    """Every labelled utterance of the five sessions' EmoEvaluation files (with ``numbered``,
+    ``(file name:line, utterance)`` pairs)."""
     root = Path(root)
     if not root.is_dir():
         raise CorpusNotFoundError(f"IEMOCAP root {root} does not exist; " + EXPECTED_LAYOUT.format(root=root))
@@ -178,7 +179,8 @@ def read_iemocap(root: str | os.PathLike) -> list[Utterance]:
         if not files:
             raise CorpusNotFoundError(f"IEMOCAP root {root}: no <dialog>.txt in {folder}; " + EXPECTED_LAYOUT.format(root=root))
         for f in files:
-            utterances.extend(read_emo_evaluation(f, session=s))
+            entries = read_emo_evaluation(f, session=s, numbered=numbered)
+            utterances.extend((f"{f.name}:{n}", u) for n, u in entries) if numbered else utterances.extend(entries)
     return utterances
 
 
@@ -312,6 +314,9 @@ class IEMOCAPDataModule(CorpusDataModule):
     cache_dir : path, optional
         Where the corpus table (every labelled utterance of the EmoEvaluation files) is
         written in ``prepare_data`` (default ``ROOT/.audioexp``).
+    max_seconds, resample, silence_db, validate, skip_bad_files
+        What prepare checks and what a bad file does (:class:`audioexp.data.validate.AudioChecks`;
+        the data config documents each).
     """
 
     def __init__(
@@ -325,6 +330,8 @@ class IEMOCAPDataModule(CorpusDataModule):
         split_seed: int = 0,
         sample_rate: int = 16000,
         crop_seconds: float = 3.0, min_seconds: float = 0.1, max_eval_seconds: float | None = None,
+        max_seconds: float | None = None, resample: str = "any", silence_db: float | None = -60.0,
+        validate: str = "header",
         batch_size: int = 128, eval_batch_size: int = 1, num_workers: int = 4,
         skip_bad_files: bool = False, shuffle_labels: bool = False, check_counts: bool = True,
         prepare: Callable[[Path], object] | None = None,
@@ -348,7 +355,8 @@ class IEMOCAPDataModule(CorpusDataModule):
         self.min_seconds = min_seconds
         self.max_eval_samples = int(round(max_eval_seconds * sample_rate)) if max_eval_seconds else None
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
-        self.num_workers, self.skip_bad_files, self.shuffle_labels = num_workers, skip_bad_files, shuffle_labels
+        self.num_workers, self.shuffle_labels = num_workers, shuffle_labels
+        self.configure_checks(sample_rate, min_seconds, max_seconds, resample, silence_db, validate, skip_bad_files)
         self.check_counts, self.prepare = check_counts, prepare
         self.expected_train_speakers = num_train_speakers
         self.cache_dir = default_cache_dir(self.root, cache_dir)
@@ -359,20 +367,38 @@ class IEMOCAPDataModule(CorpusDataModule):
 
     corpus_name = "IEMOCAP"
     expected_layout = EXPECTED_LAYOUT
-    table_columns = ("path", "utterance_id", "dialog", "session", "speaker", "emotion", "start", "end")
+    table_columns = ("path", "utterance_id", "dialog", "session", "speaker", "emotion", "start", "end", "line")
 
     def table_sources(self) -> list[Path]:
         folders = [self.root / f"Session{s}" / "dialog" / "EmoEvaluation" for s in SESSIONS]
         return [*folders, *sorted(p for f in folders if f.is_dir() for p in f.glob("*.txt"))]
 
     def table_rows(self):
-        for u in read_iemocap(self.root):
-            yield u.path, u.utterance_id, u.dialog, u.session, u.speaker, u.emotion, u.start, u.end
+        for line, u in read_iemocap(self.root, numbered=True):
+            yield u.path, u.utterance_id, u.dialog, u.session, u.speaker, u.emotion, u.start, u.end, line
 
     def utterances(self) -> list[Utterance]:
         """Every labelled utterance of the corpus table, in EmoEvaluation order."""
         return [Utterance(r["utterance_id"], r["dialog"], int(r["session"]), r["speaker"], r["emotion"],
                           float(r["start"]), float(r["end"])) for r in self.read_table()]
+
+    def split_files(self) -> dict[str, list[tuple[str, str, str]]]:
+        """The fold's parts (training includes the utterances held out for validation under
+        ``leave_one_session_out``, drawn in ``setup``), labelled by class."""
+        train_spk, val_spk, test_spk = fold_speakers(self.protocol, self.fold)
+        part = {**{s: "train" for s in train_spk}, **{s: "val" for s in val_spk}, **{s: "test" for s in test_spk}}
+        lines = {r["utterance_id"]: r["line"] for r in self.read_table()}
+        files: dict[str, list] = {"train": [], "val": [], "test": []}
+        for u, c in select_utterances(self.utterances(), self.include_scripted, self.merge_excited):
+            if u.speaker in part:
+                files[part[u.speaker]].append((str(self.root / u.path), CLASSES[c], lines[u.utterance_id]))
+        return {k: v for k, v in files.items() if v}
+
+    def metadata_problems(self, split_files) -> list[str]:
+        problems = super().metadata_problems(split_files)
+        rows = self.read_table()
+        problems += repeated((r["utterance_id"], r["line"]) for r in rows)
+        return problems
 
     def _check_count(self, n: int) -> None:
         if not self.check_counts:
@@ -390,6 +416,9 @@ class IEMOCAPDataModule(CorpusDataModule):
             return
         chosen = select_utterances(self.utterances(), self.include_scripted, self.merge_excited)
         self._check_count(len(chosen))
+        bad = self.bad_files()
+        if bad:
+            chosen = [(u, c) for u, c in chosen if str(self.root / u.path) not in bad]
         missing = [u.path for u, _ in chosen if not (self.root / u.path).is_file()]
         if missing:
             raise CorpusNotFoundError(
@@ -438,7 +467,7 @@ class IEMOCAPDataModule(CorpusDataModule):
         s = self.splits[split]
         common = dict(
             root=self.root, paths=s.paths, labels=s.labels, sample_rate=self.sample_rate, min_seconds=self.min_seconds,
-            skip_bad_files=self.skip_bad_files, speakers=s.speakers, speaker_ids=s.speaker_ids,
+            skip_bad_files=self.skip_bad_files, checks=self.checks, speakers=s.speakers, speaker_ids=s.speaker_ids,
         )
         if split == "train":
             return EmotionUtteranceDataset(crop_samples=self.crop_samples, **common)

@@ -201,13 +201,34 @@ def cache_key(*parts: object) -> str:
     return hashlib.sha1(text.encode("utf-8")).hexdigest()[:12]
 
 
-def tree_stamp(root: str | os.PathLike, subdirs: Sequence[str]) -> dict[str, float]:
-    """Modification times of ``root`` and the given sub-folders (cheap staleness check)."""
+def folder_stamp(root: str | os.PathLike, folders: Iterable[str]) -> dict[str, int]:
+    """Modification times (ns) of ``root``'s sub-folders ``folders`` ('.' is the root; -1: missing).
+
+    A folder's time changes when an entry is added to it, removed or renamed, so the times of
+    every folder that holds a corpus's files (and of their parents) tell whether a walk of
+    the corpus would list the same files, without walking it.
+    """
     stamp = {}
-    for sub in ["", *subdirs]:
-        p = os.path.join(root, sub)
-        stamp[sub or "."] = os.stat(p).st_mtime if os.path.exists(p) else -1.0
+    for sub in folders:
+        try:
+            stamp[sub] = os.stat(os.path.join(root, sub)).st_mtime_ns
+        except OSError:
+            stamp[sub] = -1
     return stamp
+
+
+def folders_of(paths: Iterable[str]) -> list[str]:
+    """Every folder (and parent folder) of '/'-separated relative ``paths``, with '.' first.
+
+    >>> folders_of(["speech/r1/a.wav", "music/b.wav"])
+    ['.', 'music', 'speech', 'speech/r1']
+    """
+    folders = {"."}
+    for p in paths:
+        parts = p.split("/")[:-1]
+        for i in range(1, len(parts) + 1):
+            folders.add("/".join(parts[:i]))
+    return sorted(folders, key=lambda f: (f != ".", f))
 
 
 def cache_is_fresh(cache_file: str | os.PathLike, stamp: dict) -> bool:
@@ -323,7 +344,8 @@ __all__ = [
     "cache_key",
     "read_manifest_csv",
     "scan_audio_files",
-    "tree_stamp",
+    "folder_stamp",
+    "folders_of",
     "write_manifest_csv",
 ]
 

@@ -15,7 +15,10 @@ from typing import TypeVar
 
 T = TypeVar("T")
 
-__all__ = ["ProtocolFileError", "read_list_file"]
+__all__ = ["MAX_LISTED", "ProtocolFileError", "read_list_file", "repeated"]
+
+#: Malformed lines quoted in one error (every one is counted).
+MAX_LISTED = 20
 
 
 class ProtocolFileError(ValueError):
@@ -30,6 +33,7 @@ def read_list_file(
     empty: str = "no entries",
     error: type[ProtocolFileError] = ProtocolFileError,
     errors: str = "strict",
+    numbered: bool = False,
 ) -> list[T]:
     """Parse every non-blank line of ``path`` (those ``select`` accepts) with ``parse``.
 
@@ -47,11 +51,14 @@ def read_list_file(
         The :class:`ProtocolFileError` subclass to raise.
     errors : str
         Text decoding errors (``"replace"`` for annotation files with stray bytes).
+    numbered : bool
+        Return ``(line number, entry)`` pairs (for messages that name the line).
 
     Raises
     ------
     ProtocolFileError
-        ``"<path>:<line>: <what>; got '<line>'"``, or ``"<path>: <empty>"``.
+        ``"<path>:<line>: <what>; got '<line>'"`` for every malformed line (the first
+        :data:`MAX_LISTED` quoted, the rest counted), or ``"<path>: <empty>"``.
 
     Examples
     --------
@@ -62,18 +69,36 @@ def read_list_file(
     [1, 2]
     """
     path = Path(path)
-    entries = []
+    entries, problems = [], []
     with open(path, encoding="utf-8", errors=errors) as handle:
         for lineno, raw in enumerate(handle, start=1):
             line = raw.rstrip("\r\n")
             if not line.strip() or (select is not None and not select(line)):
                 continue
             try:
-                entries.append(parse(line))
+                entry = parse(line)
             except ProtocolFileError:
                 raise
             except ValueError as err:
-                raise error(f"{path}:{lineno}: {err}; got {line.strip()!r}") from None
+                problems.append(f"{path}:{lineno}: {err}; got {line.strip()!r}")
+                continue
+            entries.append((lineno, entry) if numbered else entry)
+    if problems:
+        more = f"\n... and {len(problems) - MAX_LISTED} more malformed lines" if len(problems) > MAX_LISTED else ""
+        raise error("\n".join(problems[:MAX_LISTED]) + more)
     if not entries:
         raise error(f"{path}: {empty}")
     return entries
+
+
+def repeated(entries, describe=str) -> list[str]:
+    """One message per key given more than once: ``entries`` are ``(key, where)`` pairs.
+
+    >>> repeated([("a", "f:1"), ("b", "f:2"), ("a", "f:7")])
+    ["'a' is listed more than once (f:1, f:7)"]
+    """
+    seen: dict = {}
+    for key, where in entries:
+        seen.setdefault(key, []).append(where)
+    return [f"{describe(key)!r} is listed more than once ({', '.join(map(str, w))})"
+            for key, w in seen.items() if len(w) > 1]

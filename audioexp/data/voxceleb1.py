@@ -41,7 +41,7 @@ from tqdm.auto import tqdm
 from audioexp.data.datamodule import CorpusDataModule, default_cache_dir
 from audioexp.data.datasets import UtteranceDataset, collate_skipping_bad
 from audioexp.data.manifest import CorpusNotFoundError, scan_audio_files
-from audioexp.data.protocols import ProtocolFileError, read_list_file
+from audioexp.data.protocols import ProtocolFileError, read_list_file, repeated
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +176,9 @@ class VoxCeleb1DataModule(CorpusDataModule):
         Gaussian noise at a uniform SNR, ours).
     max_eval_seconds : float, optional
         Cap on evaluation utterance length (default: whole utterances).
+    max_seconds, resample, silence_db, validate, skip_bad_files
+        What prepare checks and what a bad file does (:class:`audioexp.data.validate.AudioChecks`;
+        the data config documents each).
     val_utterances_per_speaker, num_val_trials : int
         Verification: files held out per training speaker and trials drawn among them.
     batch_size, eval_batch_size : int
@@ -191,6 +194,8 @@ class VoxCeleb1DataModule(CorpusDataModule):
         cache_dir: str | None = None,
         sample_rate: int = 16000,
         crop_seconds: float = 3.0, min_seconds: float = 0.5, max_eval_seconds: float | None = None,
+        max_seconds: float | None = None, resample: str = "any", silence_db: float | None = -60.0,
+        validate: str = "header",
         noise_prob: float = 0.5, snr_db_min: float = 5.0, snr_db_max: float = 30.0,
         val_utterances_per_speaker: int = 2, num_val_trials: int = 2000, split_seed: int = 0,
         batch_size: int = 64, eval_batch_size: int = 16, num_workers: int = 4,
@@ -219,7 +224,7 @@ class VoxCeleb1DataModule(CorpusDataModule):
         self.split_seed = split_seed
         self.batch_size, self.eval_batch_size = batch_size, eval_batch_size
         self.num_workers = num_workers
-        self.skip_bad_files = skip_bad_files
+        self.configure_checks(sample_rate, min_seconds, max_seconds, resample, silence_db, validate, skip_bad_files)
         self.shuffle_labels = shuffle_labels
         self.prepare = prepare
         self.expected_num_classes = num_classes
@@ -264,7 +269,7 @@ class VoxCeleb1DataModule(CorpusDataModule):
     #: subset: train, val, test (identification: iden_split 1, 2, 3; verification: the
     #: trial list's files are test, other files of its speakers and of id10270-id10309 are
     #: excluded, the rest train)
-    table_columns = ("path", "speaker", "video", "subset")
+    table_columns = ("path", "speaker", "video", "subset", "line")
 
     def table_key(self) -> tuple[str, str]:
         return self.protocol, str(self._protocol_path().resolve())
@@ -280,12 +285,12 @@ class VoxCeleb1DataModule(CorpusDataModule):
 
     def _identification_rows(self) -> list[tuple[str, str, str, str]]:
         path = self._iden_split_path()
-        entries = read_iden_split(path)
+        entries = read_list_file(path, _parse_split_line, numbered=True)
         for split, name in ((1, "train"), (2, "validation"), (3, "test")):
-            if not any(s == split for s, _ in entries):
+            if not any(s == split for _, (s, _) in entries):
                 raise ProtocolFileError(f"{path}: no {name} entries (split {split})")
         subset = {1: "train", 2: "val", 3: "test"}
-        return [(p, speaker_of(p), video_of(p), subset[s]) for s, p in entries]
+        return [(p, speaker_of(p), video_of(p), subset[s], f"{path.name}:{n}") for n, (s, p) in entries]
 
     def _verification_rows(self):
         wav_dir = self.root / "wav"
@@ -298,13 +303,36 @@ class VoxCeleb1DataModule(CorpusDataModule):
             speaker = speaker_of(rel)
             subset = "test" if rel in test_files else "excluded" if is_test_speaker(speaker) or speaker in test_speakers else "train"
             n += 1
-            yield rel, speaker, video_of(rel), subset
+            yield rel, speaker, video_of(rel), subset, ""
         if n == 0:
             raise CorpusNotFoundError(f"VoxCeleb1 root {self.root} has no .wav files under wav/; " + EXPECTED_LAYOUT.format(root=self.root))
 
+    # --- checks at prepare ------------------------------------------------------------------
+    def split_files(self) -> dict[str, list[tuple[str, str | None, str]]]:
+        """Identification: the three parts of ``iden_split.txt`` (labels: speakers). Verification:
+        every training file (labels: speakers; validation files are drawn from them in
+        ``setup``) and the trial list's files (no class: test speakers are never trained)."""
+        wav = self.root / "wav"
+        files: dict[str, list] = {}
+        for row in self.read_table():
+            if row["subset"] == "excluded":
+                continue
+            label = None if self.protocol == "verification" and row["subset"] == "test" else row["speaker"]
+            files.setdefault(row["subset"], []).append((str(wav / row["path"]), label, row["line"]))
+        return files
+
+    def metadata_problems(self, split_files) -> list[str]:
+        problems = super().metadata_problems(split_files)
+        if self.protocol == "verification":
+            path = self._trial_list_path()
+            trials = read_list_file(path, _parse_trial_line, numbered=True)
+            problems += repeated(((min(a, b), max(a, b)), f"{path.name}:{n}") for n, (_, a, b) in trials)
+        return problems
+
     # --- splits ------------------------------------------------------------------------
     def _setup_identification(self) -> None:
-        rows = self.read_table()
+        bad = self._bad_relative()
+        rows = [row for row in self.read_table() if row["path"] not in bad]
         speakers = sorted({row["speaker"] for row in rows})
         index = {s: i for i, s in enumerate(speakers)}
         by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
@@ -329,7 +357,15 @@ class VoxCeleb1DataModule(CorpusDataModule):
         outside = sorted(s for s in test_speakers if not is_test_speaker(s))
         if outside:
             log.warning("%d speakers of %s lie outside id10270-id10309 (e.g. %s)", len(outside), trial_path, outside[:3])
-        train_files = [row["path"] for row in self.read_table() if row["subset"] == "train"]
+        bad = self._bad_relative()
+        if bad:
+            kept = [t for t in trials if t[1] not in bad and t[2] not in bad]
+            log.warning("VoxCeleb1 verification: %d of %d trials name a bad file and are left out "
+                        "(data.skip_bad_files=true)", len(trials) - len(kept), len(trials))
+            trials = kept
+            test_files = sorted({p for _, a, b in trials for p in (a, b)})
+            test_speakers = {speaker_of(p) for p in test_files}
+        train_files = [row["path"] for row in self.read_table() if row["subset"] == "train" and row["path"] not in bad]
         if not train_files:
             raise CorpusNotFoundError(f"{self.root}/wav has no files of speakers outside the verification test set")
         speakers = sorted({speaker_of(p) for p in train_files})
@@ -360,6 +396,11 @@ class VoxCeleb1DataModule(CorpusDataModule):
             len(trials), len(test_files), len(test_speakers), trial_path.name,
         )
 
+    def _bad_relative(self) -> set[str]:
+        """The bad files (``skip_bad_files``), relative to ``wav/`` like the lists."""
+        wav = str(self.root / "wav") + os.sep
+        return {p[len(wav):].replace(os.sep, "/") for p in self.bad_files() if p.startswith(wav)}
+
     def setup(self, stage: str | None = None) -> None:
         if self.class_names:
             return
@@ -386,7 +427,8 @@ class VoxCeleb1DataModule(CorpusDataModule):
     # --- loaders -----------------------------------------------------------------------
     def _dataset(self, split: str) -> UtteranceDataset:
         self.setup()
-        common = dict(root=self.root / "wav", sample_rate=self.sample_rate, min_seconds=self.min_seconds, skip_bad_files=self.skip_bad_files)
+        common = dict(root=self.root / "wav", sample_rate=self.sample_rate, min_seconds=self.min_seconds,
+                      skip_bad_files=self.skip_bad_files, checks=self.checks)
         if split == "train":
             return UtteranceDataset(
                 paths=self.train_paths, labels=self.train_labels, crop_samples=self.crop_samples,

@@ -9,6 +9,7 @@ result never depends on the number of devices or on the sampler's padding.
 from __future__ import annotations
 
 import json
+import zipfile
 import logging
 import os
 import tempfile
@@ -81,7 +82,9 @@ def predict_embeddings(module: nn.Module, datamodule: L.LightningDataModule, num
     Returns
     -------
     ndarray of float64, shape (num_items, dim)
+        Rows of items skipped as bad files when read (``datamodule.skip_bad_files``) are NaN.
     """
+    allow_missing = bool(getattr(datamodule, "skip_bad_files", False))
     with tempfile.TemporaryDirectory(prefix="audioexp-embed-") as tmp:
         writer = IndexedPredictionWriter(tmp)
         kwargs = {"accelerator": "cpu", "devices": 1, **(trainer_kwargs or {})}
@@ -90,8 +93,9 @@ def predict_embeddings(module: nn.Module, datamodule: L.LightningDataModule, num
         if trainer.world_size > 1:
             trainer.strategy.barrier()
             parts = [np.load(Path(tmp) / f"rank{r}.npz") for r in range(trainer.world_size)]
-            return reassemble_by_index([p["index"] for p in parts], [p["embedding"] for p in parts if p["embedding"].size], num_items)
-        return reassemble_by_index(writer.indices, writer.rows, num_items)
+            return reassemble_by_index([p["index"] for p in parts], [p["embedding"] for p in parts if p["embedding"].size],
+                                       num_items, allow_missing)
+        return reassemble_by_index(writer.indices, writer.rows, num_items, allow_missing)
 
 
 def file_stamp(root: str | os.PathLike, files: list[str]) -> list[tuple[str, int, int]]:
@@ -122,11 +126,16 @@ class EmbeddingCache:
     def load(self, path: Path | None, files: list[str]) -> np.ndarray | None:
         if path is None or not path.exists():
             return None
-        with np.load(path, allow_pickle=False) as data:
-            if list(data["files"]) != list(files):
-                return None
-            log.info("embeddings read from the cache %s", path)
-            return data["embeddings"]
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                if list(data["files"]) != list(files):
+                    return None
+                embeddings = data["embeddings"]
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            log.warning("the embedding cache %s is unreadable (%s): extracting again", path, err)
+            return None
+        log.info("embeddings read from the cache %s", path)
+        return embeddings
 
     def save(self, path: Path | None, files: list[str], embeddings: np.ndarray, settings: dict) -> None:
         if path is None:

@@ -83,7 +83,8 @@ def mean_plus_max_pool(feature_map: torch.Tensor, frames: int | None = None) -> 
     return x.mean(dim=1) + x.amax(dim=1)
 
 
-def reassemble_by_index(indices: list[np.ndarray] | np.ndarray, rows: list[np.ndarray] | np.ndarray, total: int) -> np.ndarray:
+def reassemble_by_index(indices: list[np.ndarray] | np.ndarray, rows: list[np.ndarray] | np.ndarray, total: int,
+                        allow_missing: bool = False) -> np.ndarray:
     """Put rows predicted in any order (several ranks, padded samplers) back in file order.
 
     Parameters
@@ -93,6 +94,9 @@ def reassemble_by_index(indices: list[np.ndarray] | np.ndarray, rows: list[np.nd
     rows : array-like, shape (n, dim), or list of them (aligned with ``indices``)
     total : int
         Number of files.
+    allow_missing : bool
+        Leave the rows of items without a prediction NaN (bad files skipped when read)
+        instead of raising.
 
     Returns
     -------
@@ -111,7 +115,8 @@ def reassemble_by_index(indices: list[np.ndarray] | np.ndarray, rows: list[np.nd
     array([0., 1., 2.])
     """
     idx = np.concatenate([np.asarray(i).reshape(-1) for i in indices]) if isinstance(indices, list) else np.asarray(indices).reshape(-1)
-    data = np.concatenate([np.asarray(r) for r in rows]) if isinstance(rows, list) else np.asarray(rows)
+    data = (np.concatenate([np.asarray(r) for r in rows]) if isinstance(rows, list) and rows
+            else np.asarray(rows).reshape(len(idx), -1) if isinstance(rows, list) else np.asarray(rows))
     if len(idx) != len(data):
         raise ValueError(f"{len(idx)} indices for {len(data)} rows")
     if len(idx) and (idx.min() < 0 or idx.max() >= total):
@@ -125,7 +130,7 @@ def reassemble_by_index(indices: list[np.ndarray] | np.ndarray, rows: list[np.nd
             continue
         out[i] = row
         seen[i] = True
-    if not seen.all():
+    if not seen.all() and not allow_missing:
         missing = np.flatnonzero(~seen)
         raise ValueError(f"{len(missing)} of {total} items have no prediction (first: {missing[:5].tolist()})")
     return out

@@ -169,9 +169,15 @@ class EmbeddingProbe:
         self.seed = seed
 
     def embed(self, embedder, datamodule, trainer_kwargs: dict | None = None) -> np.ndarray:
-        """``(files, dim)`` embeddings of the datamodule's files, standardised per speaker if asked."""
+        """``(files, dim)`` embeddings of the datamodule's files, standardised per speaker if asked
+        (over the files that were read: a bad file skipped when read keeps a NaN row)."""
         x = get_embeddings(embedder, datamodule, self.cache_dir, trainer_kwargs)
-        return speaker_standardize(x, datamodule.speakers) if self.speaker_normalization else x
+        if not self.speaker_normalization:
+            return x
+        read = np.isfinite(x).all(axis=1)
+        out = np.full_like(x, np.nan)
+        out[read] = speaker_standardize(x[read], np.asarray(datamodule.speakers)[read])
+        return out
 
     def evaluate(self, x: np.ndarray, y: np.ndarray, speakers: np.ndarray, class_names: list[str], embedder_name: str,
                  output_dir: Path) -> tuple[list[dict], dict[str, float], dict[str, Path]]:

@@ -17,11 +17,12 @@ from __future__ import annotations
 import logging
 
 import hydra
+import numpy as np
 from omegaconf import DictConfig
 
 from audioexp.systems.embedding_probe import RESULT_COLUMNS, merge_into_sweep
 from audioexp.tasks.registry import register_task
-from audioexp.tasks.skeleton import TaskRun
+from audioexp.tasks.skeleton import TaskRun, data_metrics
 
 log = logging.getLogger(__name__)
 
@@ -43,8 +44,13 @@ def probe(cfg: DictConfig) -> dict[str, float]:
     datamodule.setup("predict")
     trainer_kwargs = {k: cfg.trainer[k] for k in ("accelerator", "devices", "strategy", "precision", "num_nodes") if k in cfg.trainer}
     x = system.embed(embedder, datamodule, trainer_kwargs)
-    rows, metrics, figures = system.evaluate(x, datamodule.labels, datamodule.speakers, datamodule.class_names,
-                                             embedder.name, run.output_dir)
+    read = np.isfinite(x).all(axis=1)  # False: a bad file skipped when read (data.skip_bad_files)
+    if not read.all():
+        log.warning("%d of %d files could not be read and are left out of the probe (first: %s)",
+                    int((~read).sum()), len(read), np.asarray(datamodule.files)[~read][0])
+    rows, metrics, figures = system.evaluate(x[read], datamodule.labels[read], np.asarray(datamodule.speakers)[read],
+                                             datamodule.class_names, embedder.name, run.output_dir)
+    metrics.update(data_metrics(datamodule, read_skipped={"all": int((~read).sum())}))
     merge_into_sweep(rows)
     return run.finish(
         metrics,

@@ -35,7 +35,7 @@ from audioexp.utils.runs import RESOLVED_CONFIG, RUN_INFO, instantiate_loggers
 
 log = logging.getLogger(__name__)
 
-__all__ = ["TaskRun", "resolved_config", "scalar_metrics"]
+__all__ = ["TaskRun", "data_metrics", "resolved_config", "scalar_metrics"]
 
 
 def resolved_config(cfg: DictConfig) -> dict:
@@ -46,6 +46,18 @@ def resolved_config(cfg: DictConfig) -> dict:
 def scalar_metrics(metrics: Mapping[str, Any]) -> dict[str, float]:
     """The one-number entries of a metrics mapping (tensors or floats) as floats."""
     return {k: float(v) for k, v in metrics.items() if getattr(v, "numel", lambda: 1)() == 1}
+
+
+def data_metrics(datamodule: Any, read_skipped: Mapping[str, int] | None = None) -> dict[str, float]:
+    """What the corpus check at prepare counted, as metrics: ``data/<split>/files`` and
+    ``data/<split>/skipped_files`` (bad files left out with ``data.skip_bad_files``; plus
+    ``read_skipped``, files that failed only when read, per split)."""
+    check = getattr(datamodule, "check_summary", None)
+    summary = dict(check()["summary"]) if callable(check) else {}
+    for split, n in (read_skipped or {}).items():
+        key = f"{split}/skipped_files"
+        summary[key] = summary.get(key, 0) + n
+    return {f"data/{k}": float(v) for k, v in summary.items()}
 
 
 class TaskRun:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import re
 
 import shutil
 import warnings
@@ -13,6 +14,7 @@ import soundfile as sf
 import torch
 
 from audioexp.data.audio import AudioFileError
+from audioexp.data.validate import BadAudioError
 from audioexp.data.fm_broadcast import CorpusNotFoundError, FMBroadcastDataModule, prepare_fm_broadcast
 from audioexp.minicorpus import prepare
 
@@ -128,13 +130,39 @@ def test_bad_files_raise_naming_the_file_or_are_skipped_and_counted(kind, tiny_r
         next(iter(dm.train_dataloader()))
     assert str(bad) in str(err.value)
 
+    # prepare reads every header: a corrupt, empty or short file stops the run there, naming it;
+    # NaN samples show only when decoded (data.validate=full, or at read time)
+    found_at_prepare = kind != "nan"
+    if found_at_prepare:
+        with pytest.raises(BadAudioError, match=re.escape(str(bad))):
+            make_dm(tiny_root, tmp_path, val_fraction=0.0, batch_size=20).prepare_data()
+    with pytest.raises(BadAudioError, match=re.escape(str(bad))):
+        make_dm(tiny_root, tmp_path, val_fraction=0.0, batch_size=20, validate="full").prepare_data()
+
     dm = make_dm(tiny_root, tmp_path, val_fraction=0.0, batch_size=20, skip_bad_files=True)
+    dm.prepare_data()
+    dm.setup()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        batch = next(iter(dm.train_dataloader()))
+    # left out before the split, counted in the summary (the NaN file too: the full scan above
+    # cached what it found, and a header check reuses it while the file is unchanged)
+    assert dm.check_summary()["summary"] == {"all/files": 20, "all/skipped_files": 1}
+    assert len(dm.splits["train"]) == 19 and int(batch["skipped"]) == 0 and batch["waveform"].shape[0] == 19
+    assert not caught
+
+
+def test_a_bad_file_found_only_when_read_is_skipped_and_counted_in_its_batch(tiny_root, tmp_path):
+    bad = tiny_root / "speech" / "rec0" / "clip0.wav"
+    sf.write(bad, np.full(5 * SR, np.nan, dtype=np.float32), SR, subtype="FLOAT")
+    dm = make_dm(tiny_root, tmp_path, val_fraction=0.0, batch_size=20, skip_bad_files=True)
+    dm.prepare_data()  # headers only: NaN samples are not seen here
     dm.setup()
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         batch = next(iter(dm.train_dataloader()))
     assert int(batch["skipped"]) == 1 and batch["waveform"].shape[0] == 19
-    assert any(str(bad) in str(w.message) and "skipped" in str(w.message) for w in caught)
+    assert any(str(bad) in str(w.message) and "NaN" in str(w.message) for w in caught)
 
 
 def test_missing_or_empty_root_shows_the_expected_layout(tmp_path):
