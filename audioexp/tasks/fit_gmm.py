@@ -20,7 +20,7 @@ from omegaconf import DictConfig
 from audioexp.metrics.verification import equal_error_rate, minimum_dcf
 from audioexp.systems.replay_countermeasure import GMMReplayCountermeasure
 from audioexp.tasks.registry import register_task
-from audioexp.tasks.skeleton import TaskRun
+from audioexp.tasks.skeleton import TaskRun, data_metrics
 from audioexp.utils.files import atomic_open, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -65,6 +65,7 @@ def fit_gmm(cfg: DictConfig) -> dict[str, float]:
         f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.3f} | {r[4]} |\n" for r in rows)
     atomic_write_text(run.output_dir / "results.md", table)
     log.info("results:\n%s", table)
+    metrics.update(data_metrics(corpus))  # files checked at prepare, bad ones left out
     metrics = run.finish(metrics, tables={"results": (RESULT_COLUMNS, rows)}, figures=figures)
     for fig in figures.values():
         plt.close(fig)
