@@ -29,6 +29,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassF1Score
 
 from audioexp.networks.adresnet import ADOutput
+from audioexp.networks.windowed import frames_per_window, windowed_average
 from audioexp.systems.classification import AudioClassifier
 
 log = logging.getLogger(__name__)
@@ -115,6 +116,17 @@ class ADResNet(AudioClassifier):
     tsne : bool
         Log a t-SNE image of the test embeddings (class colours, speaker numbers).
     tsne_max_points : int
+    eval_window_seconds : float or None
+        Evaluation (eval mode) of an utterance longer than this runs the extractor on windows
+        of at most this many seconds of its (VAD-kept) frames and averages the window
+        embeddings weighted by each window's output frames, the logits being the classifier on
+        that average (:func:`audioexp.networks.windowed.windowed_average`). Batches of shorter
+        utterances are evaluated as before, bit for bit. ``None``: whole utterances always.
+        Ours: 60 s (IEMOCAP's longest utterance lasts about 35 s).
+    eval_hop_seconds : float or None
+        Largest distance between window starts; ``None``: windows tile the utterance.
+    eval_windows_per_batch : int
+        Windows of one utterance through the extractor at once.
     """
 
     def __init__(
@@ -137,6 +149,9 @@ class ADResNet(AudioClassifier):
         top_k: tuple[int, ...] = (),
         tsne: bool = True,
         tsne_max_points: int = 2000,
+        eval_window_seconds: float | None = 60.0,
+        eval_hop_seconds: float | None = None,
+        eval_windows_per_batch: int = 1,
     ) -> None:
         if pretrained not in ("none", "run"):
             raise ValueError(f"pretrained must be 'none' or 'run', got {pretrained!r}")
@@ -154,6 +169,11 @@ class ADResNet(AudioClassifier):
         self.ad_lr_factor = ad_lr_factor
         self.tsne = tsne
         self.tsne_max_points = tsne_max_points
+        self.eval_window_seconds = eval_window_seconds
+        self.eval_hop_seconds = eval_hop_seconds
+        self.eval_windows_per_batch = eval_windows_per_batch
+        if eval_window_seconds is not None:
+            self._window_frames()  # a bad window fails here, not at the first evaluation
         if ad is not None:
             block = list(extractor.blocks)[-1] if ad_after == "end" else ad_after
             if block not in extractor.block_channels:
@@ -188,8 +208,43 @@ class ADResNet(AudioClassifier):
         features = self.frontend(waveform, self._lengths(waveform, lengths))
         return self.backbone(features, ad=self.ad, ad_after=self.ad_after)
 
+    def _window_frames(self) -> tuple[int, int | None]:
+        """(window, hop) in front-end frames."""
+        sample_rate, hop_length = self.frontend.sample_rate, self.frontend.hop_length
+        window = frames_per_window(self.eval_window_seconds, sample_rate, hop_length)
+        if self.eval_hop_seconds is None:
+            return window, None
+        return window, min(window, max(1, int(round(self.eval_hop_seconds * sample_rate)) // hop_length))
+
+    def _windowed(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> bool:
+        """Whether this (evaluation) batch holds an utterance longer than the window."""
+        if self.training or self.eval_window_seconds is None:
+            return False
+        longest = int(lengths.max()) if lengths is not None else waveform.shape[-1]
+        return longest > int(round(self.eval_window_seconds * self.frontend.sample_rate))
+
+    def _windowed_embed(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Embeddings (batch, C), each utterance alone: its features whole (utterance-level VAD
+        and normalisation, as unwindowed), the extractor (and AD module) on windows of them,
+        weighted by each window's output frames T'."""
+        window, hop = self._window_frames()
+
+        def encode(windows: torch.Tensor):
+            feature_map = self.backbone(windows, ad=self.ad, ad_after=self.ad_after)[0]
+            return feature_map.mean(dim=(2, 3)), feature_map.shape[3]
+
+        embeddings = []
+        for b in range(waveform.shape[0]):
+            n = int(lengths[b]) if lengths is not None else waveform.shape[-1]
+            features = self.frontend(waveform[b : b + 1, :n])[0]  # (1, F, frames)
+            embeddings.append(windowed_average(features, encode, window, hop, self.eval_windows_per_batch))
+        return torch.stack(embeddings)
+
     def embed(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Utterance embedding (batch, C): the final feature map averaged over F' and T'."""
+        """Utterance embedding (batch, C): the final feature map averaged over F' and T' (in
+        eval mode, in windows for a batch holding an utterance longer than ``eval_window_seconds``)."""
+        if self._windowed(waveform, lengths):
+            return self._windowed_embed(waveform, lengths)
         return self.extract(waveform, lengths)[0].mean(dim=(2, 3))
 
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
@@ -200,8 +255,12 @@ class ADResNet(AudioClassifier):
     def losses(self, batch: dict, with_ad: bool) -> dict[str, torch.Tensor]:
         """``loss`` (the total), ``emotion`` (L_emo), ``logits``, ``embedding`` and, with AD,
         ``ad_emotion`` (L_AD+), ``ad_speaker`` (L_AD-) and ``speaker_logits``."""
-        feature_map, ad_out = self.extract(batch["waveform"], batch.get("length"))
-        embedding = feature_map.mean(dim=(2, 3))
+        if not with_ad and self._windowed(batch["waveform"], batch.get("length")):
+            ad_out = None  # evaluation: no dual-space loss
+            embedding = self._windowed_embed(batch["waveform"], batch.get("length"))
+        else:
+            feature_map, ad_out = self.extract(batch["waveform"], batch.get("length"))
+            embedding = feature_map.mean(dim=(2, 3))
         logits = self.head(embedding)
         out = {"logits": logits, "embedding": embedding, "emotion": self.criterion(logits, batch["label"])}
         out["loss"] = out["emotion"]

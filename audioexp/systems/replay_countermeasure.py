@@ -27,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from audioexp.backends.fusion import LogisticRegressionFusion
+from audioexp.backends.gmm import cap_frames_per_utterance
 from audioexp.data.manifest import cache_key
 from audioexp.features.functional import check_sample_rate
 from audioexp.utils.files import atomic_open
@@ -82,6 +83,13 @@ class GMMReplayCountermeasure:
         Systems fused at score level (``"score(cf+cm)"``); needs both protocols.
     cache_dir : path, optional
         Where features are cached (none: computed every time).
+    max_frames_per_utterance : int, optional
+        GMM training takes at most this many frames of any one utterance, evenly spaced over
+        it (:func:`audioexp.backends.gmm.cap_frames_per_utterance`); a warning says how many
+        utterances were capped and how many frames dropped. Ours, not the paper's: it keeps
+        one long file from supplying most of a class's frames. 3,000 (30 s at a 10 ms hop)
+        caps no ASVspoof 2017 file (a few seconds each). Scoring uses every frame. ``None``:
+        no cap.
     """
 
     def __init__(
@@ -92,6 +100,7 @@ class GMMReplayCountermeasure:
         feature_fusion: Sequence[Sequence[str]] = (),
         score_fusion: Sequence[Sequence[str]] = (),
         cache_dir: str | Path | None = None,
+        max_frames_per_utterance: int | None = 3000,
     ) -> None:
         self.protocols = list(protocols)
         if not self.protocols or not set(self.protocols) <= {"dev", "eval"}:
@@ -111,6 +120,9 @@ class GMMReplayCountermeasure:
         self.feature_fusion = [list(f) for f in feature_fusion]
         self.score_fusion = [list(f) for f in score_fusion]
         self.cache_dir = Path(cache_dir) if cache_dir else None
+        if max_frames_per_utterance is not None and max_frames_per_utterance < 1:
+            raise ValueError(f"gmm.max_frames_per_utterance must be at least 1 (or null), got {max_frames_per_utterance}")
+        self.max_frames_per_utterance = max_frames_per_utterance
 
     @property
     def splits(self) -> list[str]:
@@ -134,12 +146,29 @@ class GMMReplayCountermeasure:
             }
         return feats, labels
 
-    def _score_system(self, feats: Mapping[str, list[np.ndarray]], labels: Mapping[str, np.ndarray]) -> dict[str, np.ndarray]:
+    def training_frames(self, features: list[np.ndarray], what: str = "GMM training") -> list[np.ndarray]:
+        """``features`` with each utterance capped at ``max_frames_per_utterance`` frames; warns
+        (once per training set) how many utterances were capped and how many frames dropped."""
+        capped, num_capped, num_dropped = cap_frames_per_utterance(features, self.max_frames_per_utterance)
+        if num_capped:
+            total = sum(len(f) for f in features)
+            log.warning(
+                "%s: %d of %d utterances had more than %d frames (gmm.max_frames_per_utterance) and were capped; "
+                "%d of %d frames dropped", what, num_capped, len(features), self.max_frames_per_utterance,
+                num_dropped, total,
+            )
+        return capped
+
+    def _score_system(
+        self, feats: Mapping[str, list[np.ndarray]], labels: Mapping[str, np.ndarray], name: str = ""
+    ) -> dict[str, np.ndarray]:
         scores = {}
         for split in self.protocols:
             train_splits = ["train"] if split == "dev" else ["train", "dev"]
             backend = self.backend()
-            backend.fit([f for s in train_splits for f in feats[s]], np.concatenate([labels[s] for s in train_splits]))
+            train = self.training_frames([f for s in train_splits for f in feats[s]],
+                                         f"system {name}, GMMs on {'+'.join(train_splits)}")
+            backend.fit(train, np.concatenate([labels[s] for s in train_splits]))
             scores[split] = backend.score(feats[split])
         return scores
 
@@ -149,7 +178,7 @@ class GMMReplayCountermeasure:
         scores: dict[str, dict[str, np.ndarray]] = {}
         for name, per_split in feats.items():
             log.info("system %s: GMMs for %s", name, self.protocols)
-            scores[name] = self._score_system(per_split, labels)
+            scores[name] = self._score_system(per_split, labels, name)
         for parts in self.score_fusion:
             fusion = LogisticRegressionFusion().fit(np.stack([scores[p]["dev"] for p in parts], 1), labels["dev"])
             log.info("score fusion of %s: weights %s, bias %.3f", parts, fusion.weights, fusion.bias)

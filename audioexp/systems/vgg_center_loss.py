@@ -7,6 +7,11 @@ of softmax and center loss (``L = L_s + lambda L_c``, lambda = 5), Adam with def
 hyper-parameters. Identification: top-1 / top-5 on VoxCeleb1's test split (89.5 / 97.0 %
 for Network B, joint); verification: cosine scores of bottleneck embeddings on the trial
 list (EER 4.9 %).
+
+Whole utterances longer than ``eval_window_seconds`` (ours; 60 s by default, longer than all
+but a handful of VoxCeleb1 files) are evaluated in windows whose embeddings are averaged with
+weights equal to their pooled frame counts (:mod:`audioexp.networks.windowed`): the network's
+memory is bounded by the window instead of the file.
 """
 
 from __future__ import annotations
@@ -21,6 +26,7 @@ from torchmetrics import MinMetric
 
 from audioexp.metrics.trials import TrialEmbeddings, cosine_trial_scores, embedding_matrix
 from audioexp.metrics.verification import equal_error_rate, minimum_dcf
+from audioexp.networks.windowed import frames_per_window, windowed_average
 from audioexp.systems.classification import AudioClassifier
 
 log = logging.getLogger(__name__)
@@ -62,6 +68,18 @@ class VGGCenterLoss(AudioClassifier):
         Prior of the minDCF.
     lr : float
         Adam's default 1e-3 (the paper: "default hyper-parameter values").
+    eval_window_seconds : float or None
+        Evaluation (eval mode) of an utterance longer than this runs the network on windows
+        of at most this length and averages their embeddings (and logits) weighted by each
+        window's pooled frames (:func:`audioexp.networks.windowed.windowed_average`). A batch
+        whose utterances are all at most this long is evaluated as before, bit for bit.
+        ``None``: whole utterances of any length (the paper; memory grows with the file).
+        Ours: 60 s.
+    eval_hop_seconds : float or None
+        Largest distance between window starts; ``None``: the window length (windows tile
+        the utterance, every frame counted once).
+    eval_windows_per_batch : int
+        Windows of one utterance run through the network together (memory ~ this many windows).
     """
 
     def __init__(
@@ -80,6 +98,9 @@ class VGGCenterLoss(AudioClassifier):
         lr: float = 1e-3,
         optimizer: partial | None = None,
         scheduler: partial | None = None,
+        eval_window_seconds: float | None = 60.0,
+        eval_hop_seconds: float | None = None,
+        eval_windows_per_batch: int = 1,
     ) -> None:
         if protocol not in ("identification", "verification"):
             raise ValueError(f"protocol must be 'identification' or 'verification', got {protocol!r}")
@@ -102,6 +123,11 @@ class VGGCenterLoss(AudioClassifier):
         self.center_loss_warmup_epochs = center_loss_warmup_epochs
         self.center_loss_start_epoch = center_loss_start_epoch
         self.p_target = p_target
+        self.eval_window_seconds = eval_window_seconds
+        self.eval_hop_seconds = eval_hop_seconds
+        self.eval_windows_per_batch = eval_windows_per_batch
+        if eval_window_seconds is not None:
+            self._window_frames()  # a bad window fails here, not at the first evaluation
         self.criterion = nn.CrossEntropyLoss(reduction=loss_reduction)
         self.center_loss = center_loss(num_classes, backbone.bottleneck.out_features, reduction=loss_reduction)
         self.val_trials = TrialEmbeddings()
@@ -118,8 +144,51 @@ class VGGCenterLoss(AudioClassifier):
         frames = self.frontend.num_frames(lengths) if lengths is not None else None
         return spec, frames
 
+    def _window_frames(self) -> tuple[int, int | None]:
+        """(window, hop) in front-end frames."""
+        sample_rate, hop_length = self.frontend.sample_rate, self.frontend.hop_length
+        window = frames_per_window(self.eval_window_seconds, sample_rate, hop_length)
+        if window // 2 < self.backbone.min_frames:
+            raise ValueError(
+                f"eval_window_seconds={self.eval_window_seconds} gives windows of {window} frames; the network needs "
+                f"at least {self.backbone.min_frames} in every window (half a window at the least)"
+            )
+        if self.eval_hop_seconds is None:
+            return window, None
+        return window, min(window, max(1, int(round(self.eval_hop_seconds * sample_rate)) // hop_length))
+
+    def _windowed(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> bool:
+        """Whether this (evaluation) batch holds an utterance longer than the window."""
+        if self.training or self.eval_window_seconds is None:
+            return False
+        longest = int(lengths.max()) if lengths is not None else waveform.shape[-1]
+        return longest > int(round(self.eval_window_seconds * self.frontend.sample_rate))
+
+    def _windowed_embed(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """Embeddings (batch, ndims), each utterance alone: its spectrogram whole (utterance-level
+        normalisation, as unwindowed), the network on windows of it."""
+        window, hop = self._window_frames()
+
+        def encode(windows: torch.Tensor):
+            return self.backbone.embed(windows), self.backbone.output_frames(windows.shape[-1])
+
+        embeddings = []
+        for b in range(waveform.shape[0]):
+            n = int(lengths[b]) if lengths is not None else waveform.shape[-1]
+            spec = self.frontend(waveform[b : b + 1, :n])[0]  # (1, freq, frames)
+            embeddings.append(windowed_average(spec, encode, window, hop, self.eval_windows_per_batch))
+        return torch.stack(embeddings)
+
     def forward_with_embedding(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None):
-        """``(logits, bottleneck embedding)`` for (batch, time) waveforms, padded ones with ``lengths``."""
+        """``(logits, bottleneck embedding)`` for (batch, time) waveforms, padded ones with ``lengths``.
+
+        In eval mode, a batch holding an utterance longer than ``eval_window_seconds`` is
+        embedded in windows; the logits are the classifier on the pooled embedding (the
+        classifier is affine, so this is the frame-weighted mean of the windows' logits).
+        """
+        if self._windowed(waveform, lengths):
+            embedding = self._windowed_embed(waveform, lengths)
+            return self.backbone.classifier(self.backbone.dropout_out(embedding)), embedding
         spec, frames = self._features(waveform, lengths)
         return self.backbone(spec, frames)
 
@@ -127,7 +196,10 @@ class VGGCenterLoss(AudioClassifier):
         return self.forward_with_embedding(waveform, lengths)[0]
 
     def embed(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        """Bottleneck embeddings, shape (batch, ndims); padding is masked out with ``lengths``."""
+        """Bottleneck embeddings, shape (batch, ndims); padding is masked out with ``lengths``;
+        utterances longer than ``eval_window_seconds`` are embedded in windows (eval mode)."""
+        if self._windowed(waveform, lengths):
+            return self._windowed_embed(waveform, lengths)
         spec, frames = self._features(waveform, lengths)
         return self.backbone.embed(spec, frames)
 
