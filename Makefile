@@ -43,6 +43,7 @@ lock:
 
 bench: install
 	$(BIN)/python bench/bench_manifest.py
+	$(BIN)/python bench/bench_header_scan.py --files 100000
 	$(BIN)/python bench/bench_spectrogram.py
 	$(BIN)/python bench/bench_training_throughput.py --width 0.5 --batch 8 --steps 10
 	$(BIN)/python bench/bench_sd_filterbank.py --seconds 4

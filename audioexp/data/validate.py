@@ -28,7 +28,7 @@ import struct
 from collections import Counter
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -108,39 +108,64 @@ class AudioFacts:
 FACT_COLUMNS = tuple(AudioFacts.__dataclass_fields__)
 
 
-def wav_data_frames(path: str | os.PathLike) -> tuple[int, int] | None:
-    """``(declared, present)`` sample frames of a RIFF/WAVE file's ``data`` chunk, from its bytes.
+#: WAVE format tags read without soundfile, and the subtype name of each sample width.
+_WAV_SUBTYPES = {1: {8: "PCM_U8", 16: "PCM_16", 24: "PCM_24", 32: "PCM_32"}, 3: {32: "FLOAT", 64: "DOUBLE"}}
 
-    ``declared`` is what the chunk header says, ``present`` what the file holds after the
-    chunk start; a truncated file has ``present < declared``. None for a file that is not
-    RIFF/WAVE, or whose ``data`` size is a streaming placeholder (0 or 0xFFFFFFFF: nothing
-    is declared). soundfile reports the frames present, not the ones declared, so this
-    is the only way to see a cut WAV without decoding it.
+
+@dataclass(frozen=True)
+class WavHeader:
+    """What a plain PCM or float RIFF/WAVE header says (see :func:`read_wav_header`)."""
+
+    subtype: str
+    channels: int
+    rate: int
+    declared_frames: int
+    present_frames: int
+
+
+def read_wav_header(path: str | os.PathLike, size: int | None = None) -> WavHeader | None:
+    """The ``fmt `` and ``data`` chunks of a RIFF/WAVE file, from its first bytes.
+
+    ``declared_frames`` is what the ``data`` chunk header says, ``present_frames`` what the
+    file holds after the chunk start: a truncated file has fewer present than declared
+    (soundfile reports only the frames present, so a cut WAV is invisible to it). None for
+    anything but plain integer PCM or float WAVE (including WAVE_FORMAT_EXTENSIBLE of
+    those), a header that does not add up, or a streaming placeholder size (0 or
+    0xFFFFFFFF): such files are left to soundfile.
     """
-    size = os.path.getsize(path)
+    size = os.path.getsize(path) if size is None else size
     with open(path, "rb") as handle:
-        head = handle.read(12)
+        head = handle.read(4096)
         if len(head) < 12 or head[:4] != b"RIFF" or head[8:12] != b"WAVE":
             return None
-        block_align = 0
+        fmt = None
         offset = 12
         while offset + 8 <= size:
-            handle.seek(offset)
-            chunk = handle.read(8)
-            if len(chunk) < 8:
-                return None
-            ident, length = chunk[:4], struct.unpack("<I", chunk[4:])[0]
+            if offset + 8 > len(head):
+                handle.seek(offset)
+                head = head[:offset] + handle.read(8 + 40)  # a chunk beyond the first block
+            ident, length = head[offset:offset + 4], struct.unpack("<I", head[offset + 4:offset + 8])[0]
             if ident == b"fmt ":
-                fmt = handle.read(min(length, 16))
-                if len(fmt) >= 14:
-                    block_align = struct.unpack("<H", fmt[12:14])[0]
+                fmt = head[offset + 8:offset + 8 + min(length, 40)]
             elif ident == b"data":
-                if not block_align or length in (0, 0xFFFFFFFF):
+                if fmt is None or len(fmt) < 16 or length in (0, 0xFFFFFFFF):
                     return None
-                present = max(size - offset - 8, 0)
-                return length // block_align, min(present, length) // block_align
+                tag, channels, rate, _, block_align, bits = struct.unpack("<HHIIHH", fmt[:16])
+                if tag == 0xFFFE and len(fmt) >= 26:  # extensible: the sub-format GUID starts with the tag
+                    tag = struct.unpack("<H", fmt[24:26])[0]
+                subtype = _WAV_SUBTYPES.get(tag, {}).get(bits)
+                if subtype is None or not channels or not rate or block_align != channels * bits // 8:
+                    return None
+                present = min(max(size - offset - 8, 0), length)
+                return WavHeader(subtype, channels, rate, length // block_align, present // block_align)
             offset += 8 + length + (length & 1)
     return None
+
+
+def wav_data_frames(path: str | os.PathLike) -> tuple[int, int] | None:
+    """``(declared, present)`` frames of a plain WAV's ``data`` chunk (:func:`read_wav_header`)."""
+    header = read_wav_header(path)
+    return None if header is None else (header.declared_frames, header.present_frames)
 
 
 def signal_facts(data: np.ndarray) -> tuple[float, float, int]:
@@ -165,9 +190,10 @@ def signal_facts(data: np.ndarray) -> tuple[float, float, int]:
 def probe_audio(path: str | os.PathLike, full: bool = False) -> AudioFacts:
     """The :class:`AudioFacts` of one file; never raises (a failure is kept in ``error``).
 
-    Without ``full`` nothing is decoded: the header (soundfile ``info``), the WAV ``data``
-    chunk's declared size, and for other formats a seek to the last frame (a truncated FLAC
-    cannot seek there). With ``full`` every sample is decoded once.
+    Without ``full`` nothing is decoded: a plain PCM or float WAV's header is parsed here
+    (:func:`read_wav_header`: its declared size shows a truncated file); other files are
+    opened with soundfile and sought to their last frame (a truncated FLAC cannot seek
+    there). With ``full`` every sample is decoded once (soundfile).
     """
     facts = AudioFacts(os.fspath(path))
     try:
@@ -177,14 +203,21 @@ def probe_audio(path: str | os.PathLike, full: bool = False) -> AudioFacts:
         return facts
     facts.size, facts.mtime_ns = st.st_size, st.st_mtime_ns
     try:
+        header = read_wav_header(path, st.st_size)
+    except OSError as err:
+        facts.error = f"cannot be read ({err})"
+        return facts
+    if header is not None and not full:
+        facts.format, facts.subtype, facts.rate, facts.channels = "WAV", header.subtype, header.rate, header.channels
+        facts.frames, facts.data_frames = header.declared_frames, header.present_frames
+        return facts
+    try:
         with sf.SoundFile(os.fspath(path)) as f:
             facts.format, facts.subtype = f.format, f.subtype
             facts.rate, facts.channels, facts.frames = f.samplerate, f.channels, f.frames
             facts.data_frames = f.frames
-            if f.format == "WAV":
-                declared = wav_data_frames(path)
-                if declared is not None:
-                    facts.frames, facts.data_frames = max(declared[0], f.frames), min(declared[1], f.frames)
+            if header is not None:
+                facts.frames, facts.data_frames = max(header.declared_frames, f.frames), min(header.present_frames, f.frames)
             elif f.frames > 0 and not full:
                 f.seek(f.frames - 1)
                 if len(f.read(1)) < 1:
@@ -320,11 +353,11 @@ def _write_facts_cache(path: Path, facts: Iterable[AudioFacts]) -> None:
         writer = csv.writer(handle)
         writer.writerow(FACT_COLUMNS)
         for f in facts:
-            writer.writerow([int(v) if isinstance(v, bool) else v for v in asdict(f).values()])
+            writer.writerow([int(v) if isinstance(v, bool) else v for v in (getattr(f, c) for c in FACT_COLUMNS)])
 
 
 def audit_audio(paths: Sequence[str], cache_file: str | os.PathLike | None = None, full: bool = False,
-                workers: int = 8, progress: bool = True) -> dict[str, AudioFacts]:
+                workers: int = 1, progress: bool = True) -> dict[str, AudioFacts]:
     """The facts of every file in ``paths``, from ``cache_file`` where the file is unchanged.
 
     A cached row is reused when the file's size and modification time (ns) are the ones
@@ -350,9 +383,15 @@ def audit_audio(paths: Sequence[str], cache_file: str | os.PathLike | None = Non
     if todo:
         if progress and len(todo) > 1000:
             log.info("reading the %s of %d audio files", "samples" if full else "headers", len(todo))
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            for facts in pool.map(lambda p: probe_audio(p, full), todo, chunksize=64):
-                result[facts.path] = facts
+        if workers <= 1 or len(todo) < 256:
+            probed = map(lambda p: probe_audio(p, full), todo)
+        else:  # for file systems where each open waits on the network
+            pool = ThreadPoolExecutor(max_workers=workers)
+            probed = pool.map(lambda p: probe_audio(p, full), todo, chunksize=256)
+        for facts in probed:
+            result[facts.path] = facts
+        if workers > 1 and len(todo) >= 256:
+            pool.shutdown()
     if cache_file is not None and (todo or len(cached) != len(result)):
         _write_facts_cache(cache_file, (result[p] for p in dict.fromkeys(paths)))
     return result
@@ -453,7 +492,7 @@ def check_corpus_audio(
     cache_file: str | os.PathLike | None,
     mode: str = "header",
     skip_bad_files: bool = False,
-    workers: int = 8,
+    workers: int | None = None,
 ) -> CorpusCheck:
     """Read and judge every file of every split; log the summary; stop on bad files.
 
@@ -470,6 +509,10 @@ def check_corpus_audio(
     mode : {"header", "full"}
     skip_bad_files : bool
         Return the bad files (to be left out and counted) instead of raising.
+    workers : int, optional
+        Threads reading headers (default ``AUDIOEXP_SCAN_WORKERS``, else 1: on a local disk
+        one thread is fastest, bench/bench_header_scan.py; on a network file system, where
+        each open waits, 8-32 help).
 
     Raises
     ------
@@ -480,6 +523,7 @@ def check_corpus_audio(
     if mode not in VALIDATE_MODES:
         raise ValueError(f"data.validate must be one of {VALIDATE_MODES}, got {mode!r}")
     all_paths = [p for files in split_files.values() for p in files]
+    workers = workers or int(os.environ.get("AUDIOEXP_SCAN_WORKERS", "1"))
     facts = audit_audio(all_paths, cache_file, full=mode == "full", workers=workers)
     report = CorpusCheck()
     for split, files in split_files.items():
