@@ -10,7 +10,8 @@ side) one *system*: two GMMs (genuine, spoof) trained on ``train`` and scored on
 and two retrained on ``train + dev`` and scored on ``eval``, as the paper does. A score
 fusion is a logistic regression trained on the dev scores of its systems and applied to
 their eval scores. Features are cached on disk (``cache_dir``), keyed by the front-end's
-settings and the protocol list, so that a sweep over back-ends computes them once.
+settings and every file's name, size and mtime, so that a sweep over back-ends computes
+them once and a changed file is computed again.
 
 Parts: front-ends in :mod:`audioexp.features.replay` and :mod:`audioexp.features.cqcc`,
 the GMM back-end in :mod:`audioexp.backends.gmm` (or its torch EM), the fusion in
@@ -20,7 +21,9 @@ the GMM back-end in :mod:`audioexp.backends.gmm` (or its torch EM), the fusion i
 from __future__ import annotations
 
 import logging
+import os
 import time
+import zipfile
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
@@ -28,6 +31,7 @@ import numpy as np
 
 from audioexp.backends.fusion import LogisticRegressionFusion
 from audioexp.backends.gmm import cap_frames_per_utterance
+from audioexp.data.audio import AudioFileError
 from audioexp.data.manifest import cache_key
 from audioexp.features.functional import check_sample_rate
 from audioexp.utils.files import atomic_open
@@ -41,27 +45,66 @@ Frontend = Callable[[np.ndarray], np.ndarray]
 
 def extract_features(corpus, frontend, split: str, cache_dir: Path | None) -> tuple[list[np.ndarray], np.ndarray]:
     """Frames of every utterance of a split (``(frames, dim)`` each) and their labels, read
-    from / written to the on-disk cache."""
+    from / written to the on-disk cache.
+
+    The cache is keyed by the front-end's settings and every file's name, size and
+    modification time, so a changed file is never served from it; an unreadable cache is
+    computed again (with a warning). With the corpus's ``skip_bad_files``, a file that
+    fails when read (NaN, silence: what a header check cannot see) is left out with a
+    warning and counted in ``corpus.read_skipped[split]``.
+    """
     paths, labels = corpus.utterances(split)
-    proto = corpus.protocol_file(split)
     settings = frontend.settings()
-    key = cache_key(sorted(settings.items()), str(Path(corpus.root).resolve()), split, proto.stat().st_mtime, len(paths))
+    stamp = [(Path(p).name, *_size_mtime(p)) for p in paths]
+    key = cache_key(sorted(settings.items()), str(Path(corpus.root).resolve()), split, stamp)
     cache = cache_dir / f"{settings['class']}-{split}-{key}.npz" if cache_dir else None
     if cache is not None and cache.exists():
-        with np.load(cache) as data:
-            bounds = np.cumsum(np.concatenate([[0], data["lengths"]]))
-            feats = [data["frames"][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
-        if len(feats) == len(paths):
-            log.info("%s features of %s read from %s", split, settings["class"], cache)
-            return feats, labels
+        try:
+            with np.load(cache) as data:
+                bounds = np.cumsum(np.concatenate([[0], data["lengths"]]))
+                feats = [data["frames"][a:b] for a, b in zip(bounds[:-1], bounds[1:])]
+                keep = data["keep"] if "keep" in data else np.ones(len(paths), dtype=bool)
+        except (OSError, ValueError, KeyError, EOFError, zipfile.BadZipFile) as err:
+            log.warning("the feature cache %s is unreadable (%s): computing the features again", cache, err)
+        else:
+            if len(keep) == len(paths) and len(feats) == int(keep.sum()):
+                log.info("%s features of %s read from %s", split, settings["class"], cache)
+                _count_read_skipped(corpus, split, int((~keep).sum()))
+                return feats, labels[keep]
     start = time.perf_counter()
-    feats = [np.asarray(frontend(corpus.load(p)), dtype=np.float32) for p in paths]
-    log.info("%s: %d utterances -> %s features in %.1f s", split, len(paths), feats[0].shape[1:],
+    feats, keep = [], np.ones(len(paths), dtype=bool)
+    for i, p in enumerate(paths):
+        try:
+            waveform = corpus.load(p)
+        except AudioFileError as err:
+            if not getattr(corpus, "skip_bad_files", False):
+                raise
+            log.warning("skipping a bad audio file (data.skip_bad_files=true): %s", err)
+            keep[i] = False
+            continue
+        feats.append(np.asarray(frontend(waveform), dtype=np.float32))
+    _count_read_skipped(corpus, split, int((~keep).sum()))
+    if not feats:
+        raise AudioFileError(corpus.audio_dir(split), f"no file of the {split} split could be read")
+    log.info("%s: %d utterances -> %s features in %.1f s", split, len(feats), feats[0].shape[1:],
              time.perf_counter() - start)
     if cache is not None:
         with atomic_open(cache, mode="wb") as handle:
-            np.savez(handle, frames=np.concatenate(feats), lengths=np.array([len(f) for f in feats]))
-    return feats, labels
+            np.savez(handle, frames=np.concatenate(feats), lengths=np.array([len(f) for f in feats]), keep=keep)
+    return feats, labels[keep]
+
+
+def _size_mtime(path) -> tuple[int, int]:
+    st = os.stat(path)
+    return st.st_size, st.st_mtime_ns
+
+
+def _count_read_skipped(corpus, split: str, n: int) -> None:
+    """Files of ``split`` skipped when read, kept on the corpus for the run's metrics."""
+    counts = getattr(corpus, "read_skipped", None)
+    if counts is None:
+        counts = corpus.read_skipped = {}
+    counts[split] = n
 
 
 class GMMReplayCountermeasure:

@@ -65,7 +65,8 @@ def fit_gmm(cfg: DictConfig) -> dict[str, float]:
         f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.3f} | {r[4]} |\n" for r in rows)
     atomic_write_text(run.output_dir / "results.md", table)
     log.info("results:\n%s", table)
-    metrics.update(data_metrics(corpus))  # files checked at prepare, bad ones left out
+    # files checked at prepare and bad ones left out; files that failed only when read
+    metrics.update(data_metrics(corpus, read_skipped=getattr(corpus, "read_skipped", None)))
     metrics = run.finish(metrics, tables={"results": (RESULT_COLUMNS, rows)}, figures=figures)
     for fig in figures.values():
         plt.close(fig)
