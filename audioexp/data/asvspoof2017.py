@@ -35,8 +35,8 @@ from pathlib import Path
 
 import numpy as np
 
-from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table, read_corpus_table
-from audioexp.data.datamodule import CheckedCorpus
+from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table
+from audioexp.data.datamodule import CheckedCorpus, read_or_rebuild_table
 from audioexp.data.protocols import ProtocolFileError, read_list_file, repeated
 from audioexp.data.validate import format_problems
 from audioexp.data.splits import first_per_group
@@ -221,8 +221,7 @@ class ASVspoof2017(CheckedCorpus):
         files = {}
         for split in self.splits_checked:
             audio, name = self.audio_dir(split), self.protocol_file(split).name
-            files[split] = [(str(audio / r["file"]), r["key"] or None, f"{name}:{r['line']}")
-                            for r in read_corpus_table(self.table_path(split), self.table_columns)]
+            files[split] = [(str(audio / r["file"]), r["key"] or None, f"{name}:{r['line']}") for r in self.read_table(split)]
         return files
     def _expected(self) -> str:
         return EXPECTED_LAYOUT.format(version=self.version, root=self.root, audio=self.layout["audio"],
@@ -252,18 +251,23 @@ class ASVspoof2017(CheckedCorpus):
             )
         return [(e.file, e.key, e.speaker, e.phrase, e.environment, e.playback, e.recorder, n) for n, e in entries]
 
-    def table_path(self, split: str) -> Path:
+    def table_path(self, split: str, rebuild: bool = False) -> Path:
         """Build (or reuse) the table of a split from its protocol list and audio folder."""
         proto, audio = self.protocol_file(split), self.audio_dir(split)
         name = f"asvspoof2017-{split}-{cache_key(self.root.resolve(), proto.resolve(), self.version)}.csv"
-        return corpus_table(self.cache_dir / name, self.table_columns, lambda: self._entry_rows(split), [proto, audio])
+        return corpus_table(self.cache_dir / name, self.table_columns, lambda: self._entry_rows(split), [proto, audio],
+                            rebuild=rebuild)
+
+    def read_table(self, split: str) -> list[dict[str, str]]:
+        """A split's table rows (a truncated or edited table is rebuilt with one warning)."""
+        return read_or_rebuild_table(lambda rebuild=False: self.table_path(split, rebuild), self.table_columns)
 
     def entries(self, split: str) -> list[ProtocolEntry]:
         """Protocol entries of a split (from its table); the audio folder must hold every file."""
         none = lambda v: v or None  # noqa: E731
         return [ProtocolEntry(r["file"], none(r["key"]), none(r["speaker"]), r["phrase"], none(r["environment"]),
                               none(r["playback"]), none(r["recorder"]))
-                for r in read_corpus_table(self.table_path(split), self.table_columns)]
+                for r in self.read_table(split)]
 
     def utterances(self, split: str) -> tuple[list[Path], np.ndarray]:
         """Audio paths and labels (1 genuine, 0 spoof) of a split."""

@@ -22,7 +22,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from audioexp.data.manifest import CorpusNotFoundError, cache_key, corpus_table, read_corpus_table
+from audioexp.data.manifest import CorpusNotFoundError, ManifestError, cache_key, corpus_table, read_corpus_table
 from audioexp.data.resumable import EpochSampler, SeededItems, ShardSampler, TrainingLoader
 from audioexp.data.validate import (
     AudioChecks,
@@ -37,6 +37,17 @@ from audioexp.utils.files import atomic_write_json, atomic_write_text
 __all__ = ["CheckedCorpus", "CorpusDataModule", "default_cache_dir"]
 
 log = logging.getLogger(__name__)
+
+
+def read_or_rebuild_table(table_path, columns: Sequence[str]) -> list[dict[str, str]]:
+    """Rows of the table at ``table_path()``; when it is truncated or edited, a warning and
+    the rows of ``table_path(rebuild=True)``."""
+    path = table_path()
+    try:
+        return read_corpus_table(path, columns)
+    except ManifestError as err:
+        log.warning("rebuilding the corpus table %s: %s", path, err)
+        return read_corpus_table(table_path(rebuild=True), columns)
 
 
 def default_cache_dir(root: str | os.PathLike, cache_dir: str | os.PathLike | None) -> Path:
@@ -176,16 +187,17 @@ class CorpusDataModule(CheckedCorpus, L.LightningDataModule):
     def table_rows(self) -> Iterable[Sequence[object]]:
         raise NotImplementedError(f"{type(self).__name__} keeps no corpus table")
 
-    def table_path(self) -> Path:
+    def table_path(self, rebuild: bool = False) -> Path:
         """Build the table (or reuse a fresh one) under ``cache_dir``; return its path."""
         slug = self.corpus_name.lower().replace(" ", "")
         name = f"{slug}-{cache_key(self.root.resolve(), *self.table_key())}.csv"
         return corpus_table(self.cache_dir / name, self.table_columns, self.table_rows, self.table_sources(),
-                            rebuild=self.rebuild_manifest)
+                            rebuild=self.rebuild_manifest or rebuild)
 
     def read_table(self) -> list[dict[str, str]]:
-        """The corpus table's rows (built here when ``prepare_data`` has not run, e.g. in a notebook)."""
-        return read_corpus_table(self.table_path(), self.table_columns)
+        """The corpus table's rows (built here when ``prepare_data`` has not run, e.g. in a
+        notebook); a truncated or edited table is rebuilt with one warning."""
+        return read_or_rebuild_table(self.table_path, self.table_columns)
 
     # --- the training order, resumable mid-epoch -------------------------------------------
     _resume_position: dict | None = None

@@ -190,3 +190,28 @@ def test_a_changed_file_is_read_again_at_prepare(tmp_path):
     sf.write(root / "music" / "2.wav", noise(1.5, rng)[: SR // 4], SR)  # now too short
     with pytest.raises(V.BadAudioError, match=r"music/2\.wav: is 0\.250 s long"):
         _fm(root, tmp_path / "cache").prepare_data()
+
+
+def test_a_truncated_corpus_table_is_rebuilt_with_one_warning(tmp_path, caplog):
+    from audioexp.data.asvspoof2017 import ASVspoof2017
+    from audioexp.data.emodb import EmoDBDataModule
+    from audioexp.minicorpus import write_minicorpus
+
+    emodb = write_minicorpus("emodb", tmp_path / "emodb", seed=1, texts_per_emotion=1, min_seconds=0.6, max_seconds=0.7)
+    dm = EmoDBDataModule(str(emodb), cache_dir=str(tmp_path / "cache"), check_counts=False)
+    dm.prepare_data()
+    table = dm.table_path()
+    rows = table.read_text().splitlines()
+    table.write_text("\n".join(rows[:-3]) + "\n")  # cut at a row boundary
+    with caplog.at_level(logging.WARNING):
+        assert len(dm.read_table()) == len(rows) - 1
+    assert "rebuilding the corpus table" in caplog.text and "were written" in caplog.text
+
+    asv = write_minicorpus("asvspoof2017", tmp_path / "asv", seed=1, utterances_per_class={"train": 2, "dev": 2, "eval": 2},
+                           seconds=(0.5, 0.6))
+    corpus = ASVspoof2017(asv, cache_dir=tmp_path / "cache")
+    corpus.prepare_data(("train",))
+    table = corpus.table_path("train")
+    rows = table.read_text().splitlines()
+    table.write_text("\n".join(rows[:2]) + "\n")
+    assert len(corpus.entries("train")) == len(rows) - 1
