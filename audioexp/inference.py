@@ -18,7 +18,12 @@ from audioexp.utils.runs import load_model
 
 
 def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", map_location: str = "cpu"):
-    """The trained model of a run's output dir (its saved config plus ``checkpoint``), in eval mode."""
+    """The trained model of a run's output dir (its saved config plus ``checkpoint``), in eval mode.
+
+    A run dir is code-adjacent input: its config's targets are checked and its checkpoint is
+    loaded with ``weights_only=True`` (:mod:`audioexp.utils.trust`), but only load run dirs
+    you trust.
+    """
     return load_model(run_dir, checkpoint, map_location)
 
 

@@ -156,7 +156,10 @@ class RunEmbedder:
     Parameters
     ----------
     run_dir : path
-        Output dir of a ``task=train`` run (``resolved_config.yaml``, ``checkpoints/``).
+        Output dir of a ``task=train`` run (``resolved_config.yaml``, ``checkpoints/``). A run
+        dir is code-adjacent input: its checkpoint is loaded with ``weights_only=True`` and its
+        config's targets are checked against an allowlist (:mod:`audioexp.utils.trust`), but
+        only load run dirs you trust.
     checkpoint : str
         ``best``, ``last`` or a path.
     """

@@ -56,9 +56,13 @@ def load_pretrained_extractor(extractor: nn.Module, run_dir: str | Path, which: 
     """Copy a finished run's ``backbone.*`` weights into ``extractor``; return the checkpoint used.
 
     The run must have trained the same extractor (class and conv1 stride); every extractor
-    tensor must be present with the same shape (strict loading).
+    tensor must be present with the same shape (strict loading). A run dir is code-adjacent
+    input: its config's targets are checked and its checkpoint is read with
+    ``torch.load(weights_only=True)`` (:mod:`audioexp.utils.trust`), but only load run dirs
+    you trust.
     """
     from audioexp.utils.runs import find_checkpoint, load_run_config
+    from audioexp.utils.trust import load_checkpoint
 
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -71,7 +75,7 @@ def load_pretrained_extractor(extractor: nn.Module, run_dir: str | Path, which: 
             f"this model's backbone is {ours[0]} (conv1 stride {ours[1]})"
         )
     ckpt_path = find_checkpoint(run_dir, which)
-    state = torch.load(ckpt_path, map_location="cpu", weights_only=False)["state_dict"]
+    state = load_checkpoint(ckpt_path, map_location="cpu")["state_dict"]
     backbone = {k[len("backbone."):]: v for k, v in state.items() if k.startswith("backbone.")}
     if not backbone:
         raise ValueError(f"{ckpt_path} holds no backbone.* tensors: not an ADResNet run?")
@@ -105,6 +109,8 @@ class ADResNet(AudioClassifier):
     pretrained : {"none", "run"}
         "run": load the extractor of the finished pre-training run ``pretrained_run``.
     pretrained_run : str, optional
+        Its output dir: code-adjacent input (weights_only checkpoint, checked config
+        targets), so only a run dir you trust.
     lr : float
         Learning rate of the classifier (0.01).
     extractor_lr_factor : float

@@ -3,7 +3,9 @@
     python -m audioexp task=embed embed.run_dir=RUN embed.files=[a.wav,b.wav]
 
 Writes ``embeddings.npz`` (one array per file, plus ``files``) into the output dir; with
-exactly two files it also returns their cosine ``score``.
+exactly two files it also returns their cosine ``score``. A run dir is code-adjacent input
+(weights_only checkpoint, config targets checked: :mod:`audioexp.utils.trust`): only embed
+with run dirs you trust.
 """
 
 from __future__ import annotations

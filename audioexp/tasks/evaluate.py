@@ -1,6 +1,10 @@
 """``task=evaluate``: a finished run's checkpoint on a chosen split.
 
     python -m audioexp task=evaluate eval.run_dir=logs/train/runs/demo/DATE eval.split=test
+
+A run dir is code-adjacent input: its config's targets are checked before anything is built
+(:func:`audioexp.utils.runs.load_run_config`) and its checkpoint is loaded with
+``weights_only=True``, but only evaluate run dirs you trust.
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     model = build_model(run_cfg)
     trainer = hydra.utils.instantiate(cfg.trainer, logger=run.loggers() or False)
     if split == "val":
-        trainer.validate(model=model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=False)
+        trainer.validate(model=model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=True)
     else:
-        trainer.test(model=model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=False)
+        trainer.test(model=model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=True)
     return run.finish(scalar_metrics(trainer.callback_metrics), log_metrics=False)  # the Trainer logged them

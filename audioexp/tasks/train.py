@@ -118,20 +118,20 @@ def train(cfg: DictConfig) -> dict[str, float]:
 
     if ckpt_path:
         log.info("resuming training from %s", ckpt_path)
-    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=False)
+    trainer.fit(model=model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     metrics = scalar_metrics(trainer.callback_metrics)
 
     best = trainer.checkpoint_callback.best_model_path if trainer.checkpoint_callback else ""
     if not any(k.startswith("val/") for k in metrics) and (best or ckpt_path):
         # resumed from a checkpoint with no epoch left to train: validate it, so that the
         # run still reports (and a sweeper still receives) its validation metrics
-        trainer.validate(model=model, datamodule=datamodule, ckpt_path=best or ckpt_path, weights_only=False)
+        trainer.validate(model=model, datamodule=datamodule, ckpt_path=best or ckpt_path, weights_only=True)
         metrics.update(scalar_metrics(trainer.callback_metrics))
     if best:
         run.write_info(best_checkpoint=os.path.relpath(best, run.output_dir))
         log.info("best checkpoint: %s", best)
     else:
         log.warning("no checkpoint was saved (fast_dev_run or no ModelCheckpoint): testing the final weights")
-    trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None, weights_only=False)
+    trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     metrics.update(scalar_metrics(trainer.callback_metrics))
     return run.finish(metrics, log_metrics=False)  # the Trainer logged them

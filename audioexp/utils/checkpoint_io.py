@@ -6,6 +6,10 @@ killed mid-write (or a full disk) leaves a truncated file under the final name. 
 bytes go to a temporary file in the checkpoint's own directory (so the rename never crosses
 filesystems), are flushed and fsynced, and only then renamed over the final name; on any
 error the temporary file is removed and the previous checkpoint stays as it was.
+
+Checkpoints hold tensors and plain values only, and are read back with
+``torch.load(weights_only=True)`` whatever Lightning asks for (a checkpoint given as
+``ckpt_path=`` is input, not code: :mod:`audioexp.utils.trust`).
 """
 
 from __future__ import annotations
@@ -23,12 +27,14 @@ import torch
 from lightning.fabric.utilities.cloud_io import get_filesystem
 from lightning.pytorch.callbacks import ModelCheckpoint
 from lightning.pytorch.plugins.io import TorchCheckpointIO
+from omegaconf import OmegaConf
 
 from audioexp.utils.files import atomic_open
+from audioexp.utils.trust import checkpoint_globals
 
 log = logging.getLogger(__name__)
 
-__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "atomic_torch_save", "deferred_signals", "check_free_space", "estimate_checkpoint_bytes"]
+__all__ = ["AtomicCheckpointIO", "LastCheckpoint", "atomic_torch_save", "plain_hyperparameters", "deferred_signals", "check_free_space", "estimate_checkpoint_bytes"]
 
 
 #: Signals a scheduler sends before stopping a job (SLURM, submitit: USR1/USR2, then TERM).
@@ -93,10 +99,44 @@ def check_free_space(directory: str | os.PathLike, needed_bytes: int) -> bool:
     return True
 
 
+#: The checkpoint entries where Lightning puts ``save_hyperparameters()``'s values.
+HPARAMS_KEYS = ("hyper_parameters", "datamodule_hyper_parameters")
+
+
+def plain_hyperparameters(checkpoint: dict[str, Any]) -> dict[str, Any]:
+    """``checkpoint`` with OmegaConf containers in its hyperparameters turned into plain
+    dicts and lists (Hydra passes list arguments as ``ListConfig``, which
+    ``torch.load(weights_only=True)`` refuses)."""
+    def plain(value: Any) -> Any:
+        if OmegaConf.is_config(value):
+            return OmegaConf.to_container(value, resolve=True)
+        if isinstance(value, dict):
+            return {k: plain(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return (tuple if isinstance(value, tuple) else list)(plain(v) for v in value)
+        return value
+
+    if not any(k in checkpoint for k in HPARAMS_KEYS):
+        return checkpoint  # e.g. a bare state_dict: left as it is (its OrderedDict metadata too)
+    checkpoint = dict(checkpoint)  # the caller's dict stays as it was
+    for k in HPARAMS_KEYS:
+        if k in checkpoint:
+            checkpoint[k] = plain(checkpoint[k])
+    return checkpoint
+
+
 class AtomicCheckpointIO(TorchCheckpointIO):
-    """:class:`TorchCheckpointIO` whose local saves are atomic (remote URLs keep Lightning's path)."""
+    """:class:`TorchCheckpointIO` whose local saves are atomic (remote URLs keep Lightning's path),
+    whose hyperparameters are saved as plain values and whose loads are ``weights_only``."""
+
+    def load_checkpoint(self, path, map_location: Any = lambda storage, loc: storage,
+                        weights_only: bool | None = None) -> dict[str, Any]:
+        # weights_only=True whatever the caller asked: a resume's ckpt_path= is input too
+        with checkpoint_globals():
+            return super().load_checkpoint(path, map_location=map_location, weights_only=True)
 
     def save_checkpoint(self, checkpoint: dict[str, Any], path, storage_options: Any | None = None) -> None:
+        checkpoint = plain_hyperparameters(checkpoint)
         if storage_options is not None or "://" in str(path):
             return super().save_checkpoint(checkpoint, path, storage_options)
         get_filesystem(path)  # the same validation of the path as Lightning's

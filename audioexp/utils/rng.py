@@ -6,6 +6,9 @@ checkpoint is loaded: the sanity-check validation and the creation of data itera
 between would draw from them), so the model's own randomness (dropout, stochastic layers)
 continues exactly where the uninterrupted run would be. Items of the training data have
 their own seeds (:mod:`audioexp.data.resumable`).
+
+The states are stored as tensors and plain values (NumPy's key as an int64 tensor, not an
+``ndarray``), so that the checkpoint loads with ``torch.load(weights_only=True)``.
 """
 
 from __future__ import annotations
@@ -20,11 +23,32 @@ from lightning import Callback
 
 log = logging.getLogger(__name__)
 
-__all__ = ["RNGStateCheckpoint", "get_rng_states", "set_rng_states"]
+__all__ = ["RNGStateCheckpoint", "get_rng_states", "set_rng_states", "numpy_state_to_plain", "numpy_state_from_plain"]
+
+
+def numpy_state_to_plain() -> dict[str, Any]:
+    """NumPy's global (legacy MT19937) state as a tensor and plain values.
+
+    ``np.random.get_state()`` holds the 624-word key as a ``uint32`` ndarray, which
+    ``torch.load(weights_only=True)`` refuses; the key travels as an int64 tensor instead.
+    """
+    name, key, pos, has_gauss, cached_gaussian = np.random.get_state()
+    return {"bit_generator": str(name), "key": torch.from_numpy(key.astype(np.int64)), "pos": int(pos),
+            "has_gauss": int(has_gauss), "cached_gaussian": float(cached_gaussian)}
+
+
+def numpy_state_from_plain(state: dict[str, Any] | tuple) -> None:
+    """Set NumPy's global state from :func:`numpy_state_to_plain`'s dict (or, from checkpoints
+    written before it, the tuple of ``np.random.get_state()``)."""
+    if isinstance(state, dict):
+        key = torch.as_tensor(state["key"], dtype=torch.int64).numpy().astype(np.uint32)
+        state = (state["bit_generator"], key, state["pos"], state["has_gauss"],
+                 state["cached_gaussian"])
+    np.random.set_state(state)
 
 
 def get_rng_states() -> dict[str, Any]:
-    states = {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
+    states = {"python": random.getstate(), "numpy": numpy_state_to_plain(), "torch": torch.get_rng_state()}
     if torch.cuda.is_available() and torch.cuda.is_initialized():
         states["cuda"] = torch.cuda.get_rng_state_all()
     return states
@@ -32,7 +56,7 @@ def get_rng_states() -> dict[str, Any]:
 
 def set_rng_states(states: dict[str, Any]) -> None:
     random.setstate(states["python"])
-    np.random.set_state(states["numpy"])
+    numpy_state_from_plain(states["numpy"])
     torch.set_rng_state(states["torch"])
     if "cuda" in states and torch.cuda.is_available():
         cuda = states["cuda"]

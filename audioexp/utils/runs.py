@@ -1,4 +1,8 @@
-"""Building and rebuilding runs: model from config, a finished run from its output dir."""
+"""Building and rebuilding runs: model from config, a finished run from its output dir.
+
+A run dir is code-adjacent input: its config is checked before anything of it is built and
+its checkpoints are read as data (:mod:`audioexp.utils.trust`). Only load run dirs you trust.
+"""
 
 from __future__ import annotations
 
@@ -7,10 +11,11 @@ import logging
 from pathlib import Path
 
 import hydra
-import torch
 from lightning import Callback
 from lightning.pytorch.loggers import Logger
 from omegaconf import DictConfig, OmegaConf, open_dict
+
+from audioexp.utils.trust import check_targets, load_checkpoint
 
 log = logging.getLogger(__name__)
 
@@ -49,14 +54,21 @@ def build_model(cfg: DictConfig, **overrides):
 
 
 def load_run_config(run_dir: str | Path) -> DictConfig:
-    """The resolved config saved by ``task=train`` in ``run_dir``."""
+    """The resolved config saved by ``task=train`` in ``run_dir``, its targets checked.
+
+    Every consumer of a run dir reads its config here, so none builds a ``_target_`` outside
+    :func:`audioexp.utils.trust.check_targets`'s allowlist (raises ``UntrustedConfigError``).
+    """
     path = Path(run_dir) / RESOLVED_CONFIG
     if not path.exists():
         raise FileNotFoundError(
             f"{run_dir} is not an audioexp run dir: {RESOLVED_CONFIG} is missing "
             "(give the output dir of a `task=train` run)"
         )
-    return OmegaConf.load(path)
+    cfg = OmegaConf.load(path)
+    OmegaConf.resolve(cfg)  # what is checked is what gets instantiated
+    check_targets(cfg, path)
+    return cfg
 
 
 def find_checkpoint(run_dir: str | Path, which: str = "best") -> Path:
@@ -96,10 +108,14 @@ def without_pretrained_weights(cfg: DictConfig) -> DictConfig:
 
 
 def load_model(run_dir: str | Path, which: str = "best", map_location: str = "cpu"):
-    """Rebuild a finished run's model from its saved config and load its weights."""
+    """Rebuild a finished run's model from its saved config and load its weights.
+
+    The checkpoint is read with ``torch.load(weights_only=True)``
+    (:func:`audioexp.utils.trust.load_checkpoint`) before the model is built.
+    """
     cfg = without_pretrained_weights(load_run_config(run_dir))
+    ckpt = load_checkpoint(find_checkpoint(run_dir, which), map_location=map_location)
     model = build_model(cfg)
-    ckpt = torch.load(find_checkpoint(run_dir, which), map_location=map_location, weights_only=False)
     model.load_state_dict(ckpt["state_dict"], strict=True)
     model.eval()
     return model

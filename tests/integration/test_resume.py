@@ -22,9 +22,9 @@ def test_last_checkpoint_is_the_last_epoch_even_without_improvement(tmp_path, fm
                           f"data.root={fm_corpus}", "logger=none"], tmp_path)
     run(cfg)
     ckpts = tmp_path / "checkpoints"
-    assert torch.load(ckpts / "last.ckpt", weights_only=False)["epoch"] == 2
+    assert torch.load(ckpts / "last.ckpt", weights_only=True)["epoch"] == 2
     best = json.loads((tmp_path / "run.json").read_text())["best_checkpoint"]
-    assert torch.load(tmp_path / best, weights_only=False)["epoch"] == 0
+    assert torch.load(tmp_path / best, weights_only=True)["epoch"] == 0
     assert not (tmp_path / ".lock").exists()  # released when the run ended
 
 
@@ -58,13 +58,13 @@ def test_ckpt_path_last_continues_the_run_in_its_dir_and_wandb_run_with_more_epo
     assert "OneCycle schedule rebuilt" in proc.stdout + proc.stderr
     assert [p.name for p in (tmp_path / "logs" / "train" / "runs" / "demo").iterdir()] == [run_dir.name]
     assert json.loads((run_dir / "run.json").read_text())["wandb_id"] == first_id
-    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)
+    last = torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)
     assert last["epoch"] == 2
     assert json.loads((run_dir / "metrics.json").read_text())["test/acc"] >= 0
     # and with the run dir given, the same command continues it without ckpt_path (resume=auto)
     proc = _cli([*common[:-1], "trainer.max_epochs=4", f"hydra.run.dir={run_dir}"], tmp_path)
     assert "continuing that run" in proc.stdout + proc.stderr
-    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=False)["epoch"] == 3
+    assert torch.load(run_dir / "checkpoints" / "last.ckpt", weights_only=True)["epoch"] == 3
 
 
 def _wandb_service_alive(parent_pid: int) -> bool:
@@ -81,7 +81,7 @@ def _wandb_service_alive(parent_pid: int) -> bool:
 
 
 def _weights(path):
-    return torch.load(path, weights_only=False)["state_dict"]
+    return torch.load(path, weights_only=True)["state_dict"]
 
 
 def test_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(tmp_path, fm_corpus):
@@ -94,7 +94,7 @@ def test_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(tmp_path, fm_
               "callbacks.checkpoint_every_n_steps=1", "data.num_workers=2", "data.batch_size=4"]
     whole = tmp_path / "whole"
     _cli([*common, f"hydra.run.dir={whole}"], tmp_path)
-    steps_per_epoch = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=False)["global_step"] // 3
+    steps_per_epoch = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] // 3
 
     cut = tmp_path / "cut"
     proc = subprocess.Popen([sys.executable, "-m", "audioexp", *common, f"hydra.run.dir={cut}"], cwd=tmp_path, env=_env(),
@@ -107,7 +107,7 @@ def test_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(tmp_path, fm_
             assert time.time() < deadline
             if last.exists():
                 try:
-                    step = torch.load(last, weights_only=False)["global_step"]
+                    step = torch.load(last, weights_only=True)["global_step"]
                 except Exception:  # replaced while being read
                     step = 0
                 if step >= steps_per_epoch + 1:  # inside the 2nd epoch
@@ -122,7 +122,7 @@ def test_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(tmp_path, fm_
     while _wandb_service_alive(proc.pid):
         assert time.time() < deadline, "the killed run's wandb-core did not exit"
         time.sleep(0.5)
-    killed_at = torch.load(last, weights_only=False)["global_step"]
+    killed_at = torch.load(last, weights_only=True)["global_step"]
     assert steps_per_epoch < killed_at < 2 * steps_per_epoch, killed_at
     assert not (cut / "metrics.json").exists()
     killed_id = json.loads((cut / "run.json").read_text())["wandb_id"]  # decided before training
