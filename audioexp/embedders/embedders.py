@@ -75,12 +75,11 @@ class OpenSmileEmbedder:
 
     def embed(self, datamodule, trainer_kwargs: dict | None = None) -> np.ndarray:
         dataset = datamodule.predict_dataloader().dataset
-        out = np.zeros((len(dataset), self.dim))
+        out = np.full((len(dataset), self.dim), np.nan)
         for i in tqdm(range(len(dataset)), desc=f"openSMILE {self.feature_set}", unit="file", mininterval=2.0):
-            item = dataset[i]
-            if item is None:
-                raise RuntimeError(f"{datamodule.files[i]} could not be read")
-            out[item["index"]] = self.embed_waveform(item["waveform"].numpy(), datamodule.sample_rate)
+            item = dataset[i]  # None: a bad file skipped when read (data.skip_bad_files): its row stays NaN
+            if item is not None:
+                out[item["index"]] = self.embed_waveform(item["waveform"].numpy(), datamodule.sample_rate)
         return out
 
 

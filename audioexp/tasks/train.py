@@ -13,7 +13,7 @@ from lightning.pytorch.callbacks import LearningRateMonitor, ModelCheckpoint
 from omegaconf import DictConfig, open_dict
 
 from audioexp.tasks.registry import register_task
-from audioexp.tasks.skeleton import TaskRun, scalar_metrics
+from audioexp.tasks.skeleton import TaskRun, data_metrics, scalar_metrics
 from audioexp.utils.checkpoint_io import check_free_space, estimate_checkpoint_bytes
 from audioexp.utils.ddp import is_global_zero
 from audioexp.utils.runs import RUN_INFO, build_model, instantiate_callbacks
@@ -134,4 +134,5 @@ def train(cfg: DictConfig) -> dict[str, float]:
         log.warning("no checkpoint was saved (fast_dev_run or no ModelCheckpoint): testing the final weights")
     trainer.test(model=model, datamodule=datamodule, ckpt_path=best or None, weights_only=True)
     metrics.update(scalar_metrics(trainer.callback_metrics))
+    metrics.update(data_metrics(datamodule))  # files checked at prepare, bad ones left out
     return run.finish(metrics, log_metrics=False)  # the Trainer logged them
