@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from audioexp.data.audio import load_audio
+from audioexp.data.validate import AudioChecks
 from audioexp.utils.runs import load_model
 
 
@@ -28,13 +29,14 @@ def load_run(run_dir: str | os.PathLike, checkpoint: str = "best", map_location:
 
 
 @torch.no_grad()
-def embed_file(model, path: str | os.PathLike) -> np.ndarray:
+def embed_file(model, path: str | os.PathLike, checks: AudioChecks | None = None) -> np.ndarray:
     """The model's utterance embedding of a whole audio file, shape (dim,).
 
-    The file is read at the model's sample rate (resampled and down-mixed if needed).
+    The file is read at the model's sample rate (resampled and down-mixed if needed);
+    ``checks`` (e.g. the run's own, :func:`run_checks`) refuse bad audio naming the file.
     """
     sample_rate = getattr(model.frontend, "sample_rate", 16000)
-    waveform = load_audio(path, sample_rate)[None].to(next(model.parameters()).device)
+    waveform = load_audio(path, sample_rate, checks=checks)[None].to(next(model.parameters()).device)
     return model.embed(waveform)[0].float().cpu().numpy()
 
 
@@ -52,3 +54,10 @@ def cosine_score(a: np.ndarray, b: np.ndarray) -> float:
 def score_pair(model, path_a: str | os.PathLike, path_b: str | os.PathLike) -> float:
     """Cosine score of two files' embeddings (higher: more likely the same speaker)."""
     return cosine_score(embed_file(model, path_a), embed_file(model, path_b))
+
+
+def run_checks(data_cfg) -> AudioChecks:
+    """The audio checks of a run's data config (its rate, lengths, rate policy, silence)."""
+    get = data_cfg.get
+    return AudioChecks(int(get("sample_rate", 16000)), float(get("min_seconds", get("min_clip_seconds", 0.0)) or 0.0),
+                       get("max_seconds"), get("resample", "any"), get("silence_db", -60.0))

@@ -15,7 +15,7 @@ import hydra
 from omegaconf import DictConfig, open_dict
 
 from audioexp.tasks.registry import register_task
-from audioexp.tasks.skeleton import TaskRun, scalar_metrics
+from audioexp.tasks.skeleton import TaskRun, data_metrics, scalar_metrics
 from audioexp.utils.runs import build_model, find_checkpoint, load_run_config, without_pretrained_weights
 
 log = logging.getLogger(__name__)
@@ -35,6 +35,9 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
     with open_dict(run_cfg):
         if cfg.eval.get("data_root"):
             run_cfg.data.root = cfg.eval.data_root
+        for key in ("skip_bad_files", "validate"):  # the run's data checks, unless overridden
+            if cfg.eval.get(key) is not None:
+                run_cfg.data[key] = cfg.eval[key]
     log.info("evaluating %s on the %s split of %s", ckpt, split, run_cfg.data.root)
     datamodule = hydra.utils.instantiate(run_cfg.data)
     model = build_model(run_cfg)
@@ -43,4 +46,5 @@ def evaluate(cfg: DictConfig) -> dict[str, float]:
         trainer.validate(model=model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=True)
     else:
         trainer.test(model=model, datamodule=datamodule, ckpt_path=str(ckpt), weights_only=True)
-    return run.finish(scalar_metrics(trainer.callback_metrics), log_metrics=False)  # the Trainer logged them
+    metrics = {**scalar_metrics(trainer.callback_metrics), **data_metrics(datamodule)}
+    return run.finish(metrics, log_metrics=False)  # the Trainer logged its metrics

@@ -44,6 +44,45 @@ def test_embed_task_and_python_api_agree(trained_run, voxceleb_corpus, tmp_path)
     assert -1.0 <= metrics["score"] <= 1.0
 
 
+def test_embed_names_every_bad_file_or_skips_and_counts_them(trained_run, voxceleb_corpus, tmp_path):
+    import soundfile as sf
+
+    good = [voxceleb_corpus / "wav" / p for _, p in read_iden_split(voxceleb_corpus / "iden_split.txt")[:2]]
+    silent, short = tmp_path / "silent.wav", tmp_path / "short.wav"
+    sf.write(silent, np.zeros(32000, np.float32), 16000)
+    sf.write(short, np.random.default_rng(0).standard_normal(1600).astype(np.float32) * 0.1, 16000)
+    files = f"embed.files=[{good[0]},{silent},{short},{good[1]}]"
+    with pytest.raises(ValueError, match=rf"(?s)1 bad audio file.*{short}: is 0.100 s long"):
+        run(compose_config(["task=embed", f"embed.run_dir={trained_run}", files, "logger=none"], tmp_path / "a"))
+    # the silent file passes the header check and is refused when read, naming it
+    with pytest.raises(RuntimeError, match=rf"{silent}: is digitally silent"):
+        run(compose_config(["task=embed", f"embed.run_dir={trained_run}", f"embed.files=[{good[0]},{silent}]",
+                            "logger=none"], tmp_path / "b"))
+    run(compose_config(["task=embed", f"embed.run_dir={trained_run}", files, "embed.skip_bad_files=true", "logger=none"],
+                       tmp_path / "c"))
+    saved = np.load(tmp_path / "c" / "embeddings.npz")
+    assert list(saved["files"]) == [str(good[0]), str(good[1])] and sorted(saved["skipped"]) == sorted([str(silent), str(short)])
+    assert json.loads((tmp_path / "c" / "metrics.json").read_text())["skipped_files"] == 2
+
+
+def test_evaluate_checks_the_corpus_and_records_skips(trained_run, voxceleb_corpus, tmp_path):
+    import shutil
+
+    import soundfile as sf
+
+    root = tmp_path / "vox"
+    shutil.copytree(voxceleb_corpus, root, ignore=shutil.ignore_patterns(".audioexp"))
+    test_file = next(p for s, p in read_iden_split(root / "iden_split.txt") if s == 3)
+    sf.write(root / "wav" / test_file, np.zeros(100, np.float32), 16000)  # too short
+    base = ["task=evaluate", f"eval.run_dir={trained_run}", f"eval.data_root={root}", "logger=none"]
+    with pytest.raises(ValueError, match=rf"(?s)bad audio file.*{test_file}: is 0.006 s long"):
+        run(compose_config(base, tmp_path / "a"))
+    run(compose_config([*base, "eval.skip_bad_files=true"], tmp_path / "b"))
+    metrics = json.loads((tmp_path / "b" / "metrics.json").read_text())
+    assert metrics["data/test/skipped_files"] == 1 and metrics["data/train/skipped_files"] == 0
+    assert "test/acc" in metrics
+
+
 def test_batched_embeddings_equal_per_item(trained_run, voxceleb_corpus):
     model = load_run(trained_run)
     from audioexp.data.audio import load_audio
