@@ -172,6 +172,7 @@ def test_one_sample_rate(tmp_path, fm_corpus, asvspoof_corpus):
     with pytest.raises(ValueError, match=r"the data gives 8000 Hz audio, but the front-end LogMelSpectrogram was built for 16000 Hz"):
         run(cfg)
     cfg = compose_config(["+experiment=asvspoof17_sdfb_gmm", "+debug=fdr", f"data.root={asvspoof_corpus}",
-                          "data.sample_rate=8000", "frontends.sdfb.sample_rate=16000", "logger=none"], tmp_path / "gmm")
+                          "data.sample_rate=8000", "data.resample=any", "frontends.sdfb.sample_rate=16000", "logger=none"],
+                         tmp_path / "gmm")
     with pytest.raises(ValueError, match=r"8000 Hz audio, but the front-end 'sdfb' was built for 16000 Hz"):
         run(cfg)

@@ -91,7 +91,7 @@ def test_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(tmp_path, fm_
     import time
 
     common = ["+experiment=demo", f"data.root={fm_corpus}", "logger=wandb", "trainer.max_epochs=3",
-              "callbacks.checkpoint_every_n_steps=1", "data.num_workers=2", "data.batch_size=4"]
+              "callbacks.checkpoint_every_n_steps=1", "data.num_workers=2", "data.batch_size=6"]
     whole = tmp_path / "whole"
     _cli([*common, f"hydra.run.dir={whole}"], tmp_path)
     steps_per_epoch = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] // 3
