@@ -58,6 +58,26 @@ def frames_per_window(seconds: float, sample_rate: int, hop_length: int) -> int:
     return 1 + int(round(seconds * sample_rate)) // hop_length
 
 
+def window_and_hop_frames(window_seconds: float, hop_seconds: float | None, sample_rate: int,
+                          hop_length: int) -> tuple[int, int | None]:
+    """``(window, hop)`` in front-end frames for windows of ``window_seconds`` every
+    ``hop_seconds`` (None: tiled, no overlap; a hop is at least one frame, at most a window)."""
+    window = frames_per_window(window_seconds, sample_rate, hop_length)
+    if hop_seconds is None:
+        return window, None
+    return window, min(window, max(1, int(round(hop_seconds * sample_rate)) // hop_length))
+
+
+def longer_than_window(waveform: torch.Tensor, lengths: torch.Tensor | None, window_seconds: float | None,
+                       sample_rate: int) -> bool:
+    """Whether a batch (``waveform`` (batch, time), valid ``lengths``) holds an utterance longer
+    than ``window_seconds`` (None: never windowed)."""
+    if window_seconds is None:
+        return False
+    longest = int(lengths.max()) if lengths is not None else waveform.shape[-1]
+    return longest > int(round(window_seconds * sample_rate))
+
+
 def window_spans(num_frames: int, window_frames: int, hop_frames: int | None = None) -> list[tuple[int, int]]:
     """``(start, stop)`` frame spans of the windows that cover ``num_frames`` frames.
 

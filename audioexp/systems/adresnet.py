@@ -29,7 +29,7 @@ from torchmetrics import MaxMetric
 from torchmetrics.classification import MulticlassF1Score
 
 from audioexp.networks.adresnet import ADOutput
-from audioexp.networks.windowed import frames_per_window, windowed_average
+from audioexp.networks.windowed import longer_than_window, window_and_hop_frames, windowed_average
 from audioexp.systems.classification import AudioClassifier
 
 log = logging.getLogger(__name__)
@@ -216,18 +216,13 @@ class ADResNet(AudioClassifier):
 
     def _window_frames(self) -> tuple[int, int | None]:
         """(window, hop) in front-end frames."""
-        sample_rate, hop_length = self.frontend.sample_rate, self.frontend.hop_length
-        window = frames_per_window(self.eval_window_seconds, sample_rate, hop_length)
-        if self.eval_hop_seconds is None:
-            return window, None
-        return window, min(window, max(1, int(round(self.eval_hop_seconds * sample_rate)) // hop_length))
+        return window_and_hop_frames(self.eval_window_seconds, self.eval_hop_seconds, self.frontend.sample_rate,
+                                     self.frontend.hop_length)
 
     def _windowed(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> bool:
         """Whether this (evaluation) batch holds an utterance longer than the window."""
-        if self.training or self.eval_window_seconds is None:
-            return False
-        longest = int(lengths.max()) if lengths is not None else waveform.shape[-1]
-        return longest > int(round(self.eval_window_seconds * self.frontend.sample_rate))
+        return not self.training and longer_than_window(waveform, lengths, self.eval_window_seconds,
+                                                        self.frontend.sample_rate)
 
     def _windowed_embed(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """Embeddings (batch, C), each utterance alone: its features whole (utterance-level VAD

@@ -26,7 +26,7 @@ from torchmetrics import MinMetric
 
 from audioexp.metrics.trials import TrialEmbeddings, cosine_trial_scores, embedding_matrix
 from audioexp.metrics.verification import equal_error_rate, minimum_dcf
-from audioexp.networks.windowed import frames_per_window, windowed_average
+from audioexp.networks.windowed import longer_than_window, window_and_hop_frames, windowed_average
 from audioexp.systems.classification import AudioClassifier
 
 log = logging.getLogger(__name__)
@@ -147,22 +147,18 @@ class VGGCenterLoss(AudioClassifier):
     def _window_frames(self) -> tuple[int, int | None]:
         """(window, hop) in front-end frames."""
         sample_rate, hop_length = self.frontend.sample_rate, self.frontend.hop_length
-        window = frames_per_window(self.eval_window_seconds, sample_rate, hop_length)
+        window, hop = window_and_hop_frames(self.eval_window_seconds, self.eval_hop_seconds, sample_rate, hop_length)
         if window // 2 < self.backbone.min_frames:
             raise ValueError(
                 f"eval_window_seconds={self.eval_window_seconds} gives windows of {window} frames; the network needs "
                 f"at least {self.backbone.min_frames} in every window (half a window at the least)"
             )
-        if self.eval_hop_seconds is None:
-            return window, None
-        return window, min(window, max(1, int(round(self.eval_hop_seconds * sample_rate)) // hop_length))
+        return window, hop
 
     def _windowed(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> bool:
         """Whether this (evaluation) batch holds an utterance longer than the window."""
-        if self.training or self.eval_window_seconds is None:
-            return False
-        longest = int(lengths.max()) if lengths is not None else waveform.shape[-1]
-        return longest > int(round(self.eval_window_seconds * self.frontend.sample_rate))
+        return not self.training and longer_than_window(waveform, lengths, self.eval_window_seconds,
+                                                        self.frontend.sample_rate)
 
     def _windowed_embed(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
         """Embeddings (batch, ndims), each utterance alone: its spectrogram whole (utterance-level
