@@ -326,7 +326,8 @@ class VoxCeleb1DataModule(CorpusDataModule):
         if self.protocol == "verification":
             path = self._trial_list_path()
             trials = read_list_file(path, _parse_trial_line, numbered=True)
-            problems += repeated(((min(a, b), max(a, b)), f"{path.name}:{n}") for n, (_, a, b) in trials)
+            # the same ordered pair twice (a reversed pair is left alone: it may be deliberate)
+            problems += repeated(((a, b), f"{path.name}:{n}") for n, (_, a, b) in trials)
         return problems
 
     # --- splits ------------------------------------------------------------------------

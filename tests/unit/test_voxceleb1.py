@@ -124,3 +124,16 @@ def test_real_sample_files_identification():
     batch = next(iter(dm.test_dataloader()))
     assert batch["waveform"].shape[0] == 2 and int(batch["length"].min()) > 4 * 16000
     assert torch.isfinite(batch["waveform"]).all()
+
+
+def test_a_trial_listed_twice_is_named_by_its_lines(voxceleb_corpus, tmp_path):
+    import shutil
+
+    from audioexp.data.validate import MetadataError
+
+    root = tmp_path / "vox"
+    shutil.copytree(voxceleb_corpus, root, ignore=shutil.ignore_patterns(".audioexp"))
+    lines = (root / "veri_test.txt").read_text().splitlines()
+    (root / "veri_test.txt").write_text("\n".join([*lines, lines[3]]) + "\n")
+    with pytest.raises(MetadataError, match=rf"is listed more than once \(veri_test.txt:4, veri_test.txt:{len(lines) + 1}\)"):
+        make_dm(root, tmp_path, protocol="verification").prepare_data()
