@@ -98,7 +98,8 @@ class CheckedCorpus:
         """What is inconsistent in the lists (a subclass adds its corpus's own checks)."""
         return metadata_problems(split_files, train_split=self.train_split)
 
-    def _check_path(self) -> Path:
+    def _cache_stem(self) -> Path:
+        """``cache_dir/<corpus>-<key of root and lists>``: the stem of the corpus's cached files."""
         slug = self.corpus_name.lower().replace(" ", "")
         return self.cache_dir / f"{slug}-{cache_key(self.root.resolve(), *self.table_key())}"
 
@@ -114,7 +115,7 @@ class CheckedCorpus:
         problems = self.metadata_problems(files)
         problems += [f"{e[0]} does not exist" + (f" (named at {e[2]})" if len(e) > 2 and e[2] else "")
                      for f in files.values() for e in f if not os.path.exists(e[0])]
-        base = self._check_path()
+        base = self._cache_stem()
         if problems:
             list_file = base.with_suffix(".metadata.txt")
             atomic_write_text(list_file, "\n".join(problems) + "\n")
@@ -127,7 +128,8 @@ class CheckedCorpus:
         return report
 
     def _check_file(self) -> Path:
-        return self._check_path().with_name(self._check_path().name + f"-check-{cache_key(self.checks, self.validate)}.json")
+        stem = self._cache_stem()
+        return stem.with_name(f"{stem.name}-check-{cache_key(self.checks, self.validate)}.json")
 
     def check_summary(self) -> dict:
         """``{"summary": {split/files, split/skipped_files}, "bad": [paths]}`` of the last check
@@ -189,10 +191,8 @@ class CorpusDataModule(CheckedCorpus, L.LightningDataModule):
 
     def table_path(self, rebuild: bool = False) -> Path:
         """Build the table (or reuse a fresh one) under ``cache_dir``; return its path."""
-        slug = self.corpus_name.lower().replace(" ", "")
-        name = f"{slug}-{cache_key(self.root.resolve(), *self.table_key())}.csv"
-        return corpus_table(self.cache_dir / name, self.table_columns, self.table_rows, self.table_sources(),
-                            rebuild=self.rebuild_manifest or rebuild)
+        return corpus_table(self._cache_stem().with_suffix(".csv"), self.table_columns, self.table_rows,
+                            self.table_sources(), rebuild=self.rebuild_manifest or rebuild)
 
     def read_table(self) -> list[dict[str, str]]:
         """The corpus table's rows (built here when ``prepare_data`` has not run, e.g. in a

@@ -86,8 +86,9 @@ def prepare_fm_broadcast(
     """Build (or reuse) the cached manifest CSV of an FM broadcast root; return its path.
 
     Idempotent: the manifest is rebuilt when a folder holding clips (at any depth), or its
-    parent, changed (a clip added, removed or renamed anywhere), when its row count is not
-    the one written (a truncated cache), or with ``rebuild=True``. Never decodes audio.
+    parent, changed (a clip added, removed or renamed anywhere), or with ``rebuild=True``
+    (a truncated cache is found when it is read: :meth:`FMBroadcastDataModule._read_manifest`).
+    Never decodes audio.
     """
     root = Path(root)
     if not root.is_dir():
@@ -136,17 +137,11 @@ def _manifest_staleness(root: Path, manifest_path: Path) -> str | None:
         return ""
     try:
         saved = json.loads(stamp_path.read_text())
-        folders, expected = saved["folders"], int(saved["num_files"])
+        folders = dict(saved["folders"])
     except (ValueError, KeyError, TypeError):
         return f"its stamp {stamp_path.name} is unreadable"
     changed = [f for f, t in folder_stamp(root, folders).items() if t != folders[f]]
-    if changed:
-        return ""  # the corpus changed: a rebuild is expected, not a fault
-    with open(manifest_path, "rb") as handle:
-        rows = sum(1 for line in handle if line.strip()) - 1
-    if rows != expected:
-        return f"it holds {rows} rows but {expected} were written (truncated or edited)"
-    return None
+    return "" if changed else None  # the corpus changed: a rebuild is expected, not a fault
 
 
 class FMBroadcastDataModule(CorpusDataModule):

@@ -154,7 +154,8 @@ def read_manifest_csv(
 ) -> Manifest:
     """Read a ``path,label[,group]`` CSV (header required) into a :class:`Manifest`.
 
-    Rows without a group get their own group (the file itself). Raises
+    Rows without a group get their own group (the file itself). A cached manifest whose
+    stamp records another row count is refused (:func:`check_row_count`). Raises
     :class:`ManifestError` naming the file and line of a malformed row or an unknown label.
     """
     class_index = {name: i for i, name in enumerate(class_names)}
@@ -185,6 +186,7 @@ def read_manifest_csv(
                 yield row[0].strip()
 
     table = PathTable.from_strings(rows())
+    check_row_count(path, len(table))
     return Manifest(
         root=Path(root),
         paths=table,
@@ -317,16 +319,23 @@ def read_corpus_table(path: str | os.PathLike, columns: Sequence[str]) -> list[d
             if len(row) != len(columns):
                 raise ManifestError(f"{path}:{lineno}: expected {len(columns)} fields ({','.join(columns)}), got {row}")
             rows.append(dict(zip(columns, row)))
-    stamp_path = Path(path).with_suffix(".json")
-    if stamp_path.exists():
-        try:
-            expected = json.loads(stamp_path.read_text()).get("num_files")
-        except ValueError:
-            expected = None
-        if expected is not None and expected != len(rows):
-            raise ManifestError(f"{path}: {len(rows)} rows but {expected} were written (a truncated or edited "
-                                f"table: delete it and {stamp_path.name} to rebuild)")
+    check_row_count(path, len(rows))
     return rows
+
+
+def check_row_count(path: str | os.PathLike, rows: int) -> None:
+    """Raise :class:`ManifestError` when a cached table holds another number of rows than its
+    ``.json`` stamp says were written (a truncated or edited cache; no stamp: no check)."""
+    stamp_path = Path(path).with_suffix(".json")
+    if not stamp_path.exists():
+        return
+    try:
+        expected = json.loads(stamp_path.read_text()).get("num_files")
+    except (ValueError, AttributeError):
+        expected = None
+    if expected is not None and expected != rows:
+        raise ManifestError(f"{path}: it holds {rows} rows but {expected} were written (a truncated or edited "
+                            f"table: delete it and {stamp_path.name} to rebuild)")
 
 
 __all__ = [
@@ -337,6 +346,7 @@ __all__ = [
     "sources_stamp",
     "CorpusNotFoundError",
     "cache_is_fresh",
+    "check_row_count",
     "write_cache_stamp",
     "Manifest",
     "ManifestError",
