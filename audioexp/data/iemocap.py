@@ -279,6 +279,12 @@ class Split:
     speaker_ids: np.ndarray  # index into all speakers
 
 
+def _utterances(rows: list[dict[str, str]]) -> list[Utterance]:
+    """The utterances of corpus-table rows."""
+    return [Utterance(r["utterance_id"], r["dialog"], int(r["session"]), r["speaker"], r["emotion"],
+                      float(r["start"]), float(r["end"])) for r in rows]
+
+
 class IEMOCAPDataModule(CorpusDataModule):
     """IEMOCAP four-class emotion recognition, one cross-validation fold (module docstring).
 
@@ -379,17 +385,17 @@ class IEMOCAPDataModule(CorpusDataModule):
 
     def utterances(self) -> list[Utterance]:
         """Every labelled utterance of the corpus table, in EmoEvaluation order."""
-        return [Utterance(r["utterance_id"], r["dialog"], int(r["session"]), r["speaker"], r["emotion"],
-                          float(r["start"]), float(r["end"])) for r in self.read_table()]
+        return _utterances(self.read_table())
 
     def split_files(self) -> dict[str, list[tuple[str, str, str]]]:
         """The fold's parts (training includes the utterances held out for validation under
         ``leave_one_session_out``, drawn in ``setup``), labelled by class."""
         train_spk, val_spk, test_spk = fold_speakers(self.protocol, self.fold)
         part = {**{s: "train" for s in train_spk}, **{s: "val" for s in val_spk}, **{s: "test" for s in test_spk}}
-        lines = {r["utterance_id"]: r["line"] for r in self.read_table()}
+        rows = self.read_table()
+        lines = {r["utterance_id"]: r["line"] for r in rows}
         files: dict[str, list] = {"train": [], "val": [], "test": []}
-        for u, c in select_utterances(self.utterances(), self.include_scripted, self.merge_excited):
+        for u, c in select_utterances(_utterances(rows), self.include_scripted, self.merge_excited):
             if u.speaker in part:
                 files[part[u.speaker]].append((str(self.root / u.path), CLASSES[c], lines[u.utterance_id]))
         return {k: v for k, v in files.items() if v}

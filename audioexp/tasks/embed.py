@@ -41,18 +41,18 @@ def embed(cfg: DictConfig) -> dict[str, float]:
     files = [str(f) for f in opts.files]
     # every file's header first: all bad ones in one error, before any is embedded
     bad = {f: verdict[1] for f in files if (verdict := checks.judge(probe_audio(f))) is not None}
+    if bad and not opts.get("skip_bad_files"):
+        raise BadAudioError(f"{len(bad)} bad audio file(s) in embed.files:\n"
+                            + format_problems([f"{p}: {m}" for p, m in bad.items()])
+                            + "\n(embed.skip_bad_files=true leaves them out)")
     rows, skipped = [], []
     for f in files:
         try:
             if f in bad:
                 raise AudioFileError(f, bad[f])
-            rows.append(embed_file(model, f, checks))
+            rows.append(embed_file(model, f, checks))  # what a header cannot show raises here
         except AudioFileError as err:
             if not opts.get("skip_bad_files"):
-                if bad:
-                    raise BadAudioError(f"{len(bad)} bad audio file(s) in embed.files:\n"
-                                        + format_problems([f"{p}: {m}" for p, m in bad.items()])
-                                        + "\n(embed.skip_bad_files=true leaves them out)") from None
                 raise
             log.warning("skipping a bad audio file (embed.skip_bad_files=true): %s", err)
             skipped.append(f)
