@@ -5,8 +5,14 @@ Licence: CC BY 4.0 (audio URLs and metadata; https://www.robots.ox.ac.uk/~vgg/da
 Protocols (both chosen with ``protocol=``):
 
 - ``identification``: 1,251-way classification. ``iden_split.txt`` (``1|2|3 path``) puts
-  one video of each speaker in test (3), one in validation (2) and the rest in training (1).
-  Train on 1, select checkpoints on 2, report on 3.
+  one video of each speaker in test (3), one in validation (2) and the rest in training (1);
+  report on 3. By default the training splits are 1 and 2 (``iden_train_splits``), the
+  development set of Yadav & Rai's and Nagrani et al.'s Table 2 (17.0 videos per speaker),
+  and checkpoints are selected on whole videos held out of it (``iden_val_by="video"``:
+  about ``iden_val_fraction`` of each speaker's videos, drawn per speaker from
+  ``split_seed`` and the speaker id; :func:`held_out_for_validation`), so that validation,
+  like the test, is judged on recording sessions never trained on. The official
+  train 1 / validate 2 is ``iden_train_splits=[1], iden_val_by="split"``.
 - ``verification``: the 40 speakers whose names start with 'E' (ids id10270-id10309) are
   the test set. Train on every file of the other 1,211 speakers (whatever their
   identification split), select checkpoints on trials drawn from held-out files of those
@@ -28,10 +34,11 @@ paper's Table 2.
 from __future__ import annotations
 
 import csv
+import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -47,6 +54,10 @@ log = logging.getLogger(__name__)
 
 TEST_SPEAKER_IDS = range(10270, 10310)  # id10270-id10309: names starting with 'E'
 PROTOCOLS = ("identification", "verification")
+#: How the identification validation set is chosen (``iden_val_by``).
+IDEN_VAL_BY = ("video", "utterance", "split")
+#: ``iden_split.txt``'s numbers and the names the corpus table keeps them under.
+IDEN_SPLIT_NAMES = {1: "train", 2: "val", 3: "test"}
 
 EXPECTED_LAYOUT = """\
 expected the VoxCeleb1 layout:
@@ -149,6 +160,140 @@ def draw_trials(speakers: np.ndarray, num_trials: int, seed: int) -> np.ndarray:
     return np.asarray(trials, dtype=np.int64)
 
 
+def _unit_of(path: str, by: str) -> str:
+    """What is held out whole: ``speaker/video`` (``by="video"``) or the utterance's path."""
+    return path.rsplit("/", 1)[0] if by == "video" else path
+
+
+def _speaker_rng(seed: int, speaker: str) -> np.random.Generator:
+    """A generator of one speaker's draw: the same whatever else the list holds."""
+    digest = hashlib.sha256(speaker.encode("utf-8")).digest()
+    return np.random.default_rng([int(seed), int.from_bytes(digest[:8], "little")])
+
+
+def held_out_for_validation(paths: Sequence[str], by: str = "video", fraction: float = 0.02, seed: int = 0) -> set[str]:
+    """The paths of the training splits held out to select checkpoints on (identification).
+
+    Per speaker, whole videos (``by="video"``: a video is never in both parts, so validation
+    is judged on sessions not trained on, as the test is) or single utterances
+    (``by="utterance"``) are held out: ``fraction`` of the speaker's ``n`` videos
+    (utterances), rounded down or up at random with the probabilities that make the
+    expected count ``fraction * n``, at most ``n - 1`` (every speaker keeps one to train
+    on), chosen at random. Each speaker's draw comes from ``seed`` and its id alone, so it
+    does not change when other speakers or files come and go (e.g. bad files left out).
+    When no speaker draws any (a corpus too small for the fraction), the speaker whose
+    rounding draw came closest gives one, so the set is never empty while a speaker has two.
+
+    Parameters
+    ----------
+    paths : sequence of str
+        ``<speaker>/<video>/<utterance>.wav`` of the training splits.
+    by : {"video", "utterance"}
+    fraction : float
+        In (0, 1).
+    seed : int
+
+    Returns
+    -------
+    set of str
+        A subset of ``paths`` (empty only when no speaker has two videos or utterances).
+
+    Examples
+    --------
+    >>> paths = [f"id1/v{v}/0000{u}.wav" for v in range(4) for u in range(3)]
+    >>> held = held_out_for_validation(paths, "video", fraction=0.25, seed=0)
+    >>> len(held), len({p.split("/")[1] for p in held})
+    (3, 1)
+    """
+    if by not in ("video", "utterance"):
+        raise ValueError(f"by must be 'video' or 'utterance', got {by!r}")
+    if not 0.0 < fraction < 1.0:
+        raise ValueError(f"fraction must lie in (0, 1), got {fraction}")
+    units: dict[str, set[str]] = {}
+    for p in paths:
+        units.setdefault(speaker_of(p), set()).add(_unit_of(p, by))
+    chosen: set[str] = set()
+    closest: tuple[float, str, list[str]] | None = None  # (distance to rounding up, speaker, order)
+    for speaker in sorted(units):
+        own = sorted(units[speaker])
+        if len(own) < 2:
+            continue
+        rng = _speaker_rng(seed, speaker)
+        expected = fraction * len(own)
+        draw = rng.random()
+        order = [own[i] for i in rng.permutation(len(own))]
+        count = min(int(np.floor(expected)) + int(draw < expected - np.floor(expected)), len(own) - 1)
+        chosen.update(order[:count])
+        distance = draw - (expected - np.floor(expected))
+        if closest is None or distance < closest[0]:
+            closest = (distance, speaker, order)
+    if not chosen and closest is not None:
+        chosen.add(closest[2][0])
+    return {p for p in paths if _unit_of(p, by) in chosen}
+
+
+def identification_parts(
+    entries: Sequence[tuple[int, str]],
+    train_splits: Sequence[int] = (1, 2),
+    val_by: str = "video",
+    val_fraction: float = 0.02,
+    seed: int = 0,
+) -> dict[str, list[str]]:
+    """Train, validation and test paths of the identification protocol.
+
+    Parameters
+    ----------
+    entries : sequence of (int, str)
+        ``iden_split.txt``'s ``(split, path)`` lines (1 train, 2 validation, 3 test).
+    train_splits : sequence of int
+        The splits trained on, among 1 and 2 (the paper: both, its development set).
+    val_by : {"video", "utterance", "split"}
+        Checkpoints are selected on videos or utterances held out of the training splits
+        (:func:`held_out_for_validation`), or on the official validation split 2
+        (``"split"``, which then must not be a training split).
+    val_fraction : float
+        ``"video"``/``"utterance"``: the fraction held out.
+    seed : int
+
+    Returns
+    -------
+    dict
+        ``{"train": [...], "val": [...], "test": [...]}``, paths in the order of ``entries``;
+        test is split 3; splits neither trained on nor validated on are left out.
+
+    Examples
+    --------
+    >>> entries = [(1, "id1/a/1.wav"), (1, "id1/b/1.wav"), (2, "id1/c/1.wav"), (3, "id1/d/1.wav")]
+    >>> identification_parts(entries, train_splits=[1], val_by="split")
+    {'train': ['id1/a/1.wav', 'id1/b/1.wav'], 'val': ['id1/c/1.wav'], 'test': ['id1/d/1.wav']}
+    >>> parts = identification_parts(entries)
+    >>> len(parts["train"]), len(parts["val"]), parts["test"]
+    (2, 1, ['id1/d/1.wav'])
+    """
+    train_splits = check_iden_train_splits(train_splits, val_by)
+    pool = [p for s, p in entries if s in train_splits]
+    if val_by == "split":
+        held: set[str] = set()
+        val = [p for s, p in entries if s == 2]
+    else:
+        held = held_out_for_validation(pool, val_by, val_fraction, seed)
+        val = [p for p in pool if p in held]
+    return {"train": [p for p in pool if p not in held], "val": val, "test": [p for s, p in entries if s == 3]}
+
+
+def check_iden_train_splits(train_splits: Sequence[int], val_by: str) -> tuple[int, ...]:
+    """``train_splits`` as a sorted tuple; raises if they cannot go with ``val_by``."""
+    if val_by not in IDEN_VAL_BY:
+        raise ValueError(f"iden_val_by must be one of {IDEN_VAL_BY}, got {val_by!r}")
+    splits = tuple(sorted({int(s) for s in train_splits}))
+    if not splits or not set(splits) <= {1, 2}:
+        raise ValueError(f"iden_train_splits must be among 1 and 2 (3 is the test split), got {list(train_splits)}")
+    if val_by == "split" and 2 in splits:
+        raise ValueError(f"iden_val_by='split' validates on split 2, which iden_train_splits={list(splits)} trains on; "
+                         "use iden_train_splits=[1] or iden_val_by=video")
+    return splits
+
+
 @dataclass
 class EvalSet:
     """Files of one evaluation split; for verification also its trials (indices into ``paths``)."""
@@ -179,6 +324,17 @@ class VoxCeleb1DataModule(CorpusDataModule):
     max_seconds, resample, silence_db, validate, skip_bad_files
         What prepare checks and what a bad file does (:class:`audioexp.data.validate.AudioChecks`;
         the data config documents each).
+    iden_train_splits : sequence of int
+        Identification: the ``iden_split.txt`` splits trained on, ``(1, 2)`` by default (the
+        papers' development set), or ``(1,)`` (the official training split).
+    iden_val_by : {"video", "utterance", "split"}
+        Identification: what checkpoints are selected on: whole videos held out of the
+        training splits (default; no session in both parts), utterances held out of them,
+        or the official validation split 2 (with ``iden_train_splits=(1,)``: the official
+        protocol).
+    iden_val_fraction : float
+        ``video``/``utterance``: about this fraction of each speaker's videos (utterances)
+        is held out (:func:`held_out_for_validation`; seeded by ``split_seed``).
     val_utterances_per_speaker, num_val_trials : int
         Verification: files held out per training speaker and trials drawn among them.
     batch_size, eval_batch_size : int
@@ -197,6 +353,7 @@ class VoxCeleb1DataModule(CorpusDataModule):
         max_seconds: float | None = None, resample: str = "any", silence_db: float | None = -60.0,
         validate: str = "header",
         noise_prob: float = 0.5, snr_db_min: float = 5.0, snr_db_max: float = 30.0,
+        iden_train_splits: Sequence[int] = (1, 2), iden_val_by: str = "video", iden_val_fraction: float = 0.02,
         val_utterances_per_speaker: int = 2, num_val_trials: int = 2000, split_seed: int = 0,
         batch_size: int = 64, eval_batch_size: int = 16, num_workers: int = 4,
         skip_bad_files: bool = False,
@@ -219,6 +376,10 @@ class VoxCeleb1DataModule(CorpusDataModule):
         self.min_seconds = min_seconds
         self.max_eval_samples = int(round(max_eval_seconds * sample_rate)) if max_eval_seconds else None
         self.noise_prob, self.snr_db_min, self.snr_db_max = noise_prob, snr_db_min, snr_db_max
+        self.iden_train_splits = check_iden_train_splits(iden_train_splits, iden_val_by)
+        if iden_val_by != "split" and not 0.0 < iden_val_fraction < 1.0:
+            raise ValueError(f"iden_val_fraction must lie in (0, 1) with iden_val_by={iden_val_by!r}, got {iden_val_fraction}")
+        self.iden_val_by, self.iden_val_fraction = iden_val_by, iden_val_fraction
         self.val_utterances_per_speaker = val_utterances_per_speaker
         self.num_val_trials = num_val_trials
         self.split_seed = split_seed
@@ -266,9 +427,9 @@ class VoxCeleb1DataModule(CorpusDataModule):
 
     corpus_name = "VoxCeleb1"
     expected_layout = EXPECTED_LAYOUT
-    #: subset: train, val, test (identification: iden_split 1, 2, 3; verification: the
-    #: trial list's files are test, other files of its speakers and of id10270-id10309 are
-    #: excluded, the rest train)
+    #: subset: train, val, test (identification: iden_split 1, 2, 3, whatever the run trains
+    #: on; verification: the trial list's files are test, other files of its speakers and of
+    #: id10270-id10309 are excluded, the rest train)
     table_columns = ("path", "speaker", "video", "subset", "line")
 
     def table_key(self) -> tuple[str, str]:
@@ -289,8 +450,7 @@ class VoxCeleb1DataModule(CorpusDataModule):
         for split, name in ((1, "train"), (2, "validation"), (3, "test")):
             if not any(s == split for _, (s, _) in entries):
                 raise ProtocolFileError(f"{path}: no {name} entries (split {split})")
-        subset = {1: "train", 2: "val", 3: "test"}
-        return [(p, speaker_of(p), video_of(p), subset[s], f"{path.name}:{n}") for n, (s, p) in entries]
+        return [(p, speaker_of(p), video_of(p), IDEN_SPLIT_NAMES[s], f"{path.name}:{n}") for n, (s, p) in entries]
 
     def _verification_rows(self):
         wav_dir = self.root / "wav"
@@ -308,17 +468,32 @@ class VoxCeleb1DataModule(CorpusDataModule):
             raise CorpusNotFoundError(f"VoxCeleb1 root {self.root} has no .wav files under wav/; " + EXPECTED_LAYOUT.format(root=self.root))
 
     # --- checks at prepare ------------------------------------------------------------------
+    def _identification_part(self, subset: str) -> str | None:
+        """Where a file of ``iden_split.txt``'s ``subset`` goes at prepare: ``train`` for the
+        training splits (validation files are held out of them in ``setup``, after bad files
+        are left out), ``val`` for split 2 with ``iden_val_by="split"``, ``test`` for split 3,
+        None for a split the run does not read."""
+        split = {name: number for number, name in IDEN_SPLIT_NAMES.items()}[subset]
+        if split in self.iden_train_splits:
+            return "train"
+        if split == 3 or (split == 2 and self.iden_val_by == "split"):
+            return subset
+        return None
+
     def split_files(self) -> dict[str, list[tuple[str, str | None, str]]]:
-        """Identification: the three parts of ``iden_split.txt`` (labels: speakers). Verification:
-        every training file (labels: speakers; validation files are drawn from them in
-        ``setup``) and the trial list's files (no class: test speakers are never trained)."""
+        """Identification: the training splits, as one ``train`` part (the held-out validation
+        files are drawn from it in ``setup``), split 3 as ``test`` (and split 2 as ``val``
+        with ``iden_val_by="split"``); labels: speakers. Verification: every training file
+        (labels: speakers; validation files are drawn from them in ``setup``) and the trial
+        list's files (no class: test speakers are never trained)."""
         wav = self.root / "wav"
         files: dict[str, list] = {}
         for row in self.read_table():
-            if row["subset"] == "excluded":
+            part = self._identification_part(row["subset"]) if self.protocol == "identification" else row["subset"]
+            if part is None or part == "excluded":
                 continue
-            label = None if self.protocol == "verification" and row["subset"] == "test" else row["speaker"]
-            files.setdefault(row["subset"], []).append((str(wav / row["path"]), label, row["line"]))
+            label = None if self.protocol == "verification" and part == "test" else row["speaker"]
+            files.setdefault(part, []).append((str(wav / row["path"]), label, row["line"]))
         return files
 
     def metadata_problems(self, split_files) -> list[str]:
@@ -333,21 +508,32 @@ class VoxCeleb1DataModule(CorpusDataModule):
     # --- splits ------------------------------------------------------------------------
     def _setup_identification(self) -> None:
         bad = self._bad_relative()
-        rows = [row for row in self.read_table() if row["path"] not in bad]
-        speakers = sorted({row["speaker"] for row in rows})
+        split_of = {name: number for number, name in IDEN_SPLIT_NAMES.items()}
+        entries = [(split_of[row["subset"]], row["path"]) for row in self.read_table() if row["path"] not in bad]
+        parts = identification_parts(entries, self.iden_train_splits, self.iden_val_by, self.iden_val_fraction,
+                                     self.split_seed)
+        if not parts["val"]:
+            raise ValueError(
+                f"VoxCeleb1 identification at {self.root}: no speaker has two {self.iden_val_by}s in splits "
+                f"{list(self.iden_train_splits)}, so none can be held out for validation; use data.iden_val_by=utterance, "
+                "or data.iden_val_by=split with data.iden_train_splits=[1]"
+            )
+        speakers = sorted({speaker_of(p) for paths in parts.values() for p in paths})
         index = {s: i for i, s in enumerate(speakers)}
-        by_split: dict[str, list[str]] = {"train": [], "val": [], "test": []}
-        for row in rows:
-            by_split[row["subset"]].append(row["path"])
         self.class_names = speakers
-        self.train_paths = by_split["train"]
-        self.train_labels = np.array([index[speaker_of(p)] for p in by_split["train"]], dtype=np.int64)
+        self.train_paths = parts["train"]
+        self.train_labels = np.array([index[speaker_of(p)] for p in parts["train"]], dtype=np.int64)
         for name in ("val", "test"):
-            paths = by_split[name]
+            paths = parts[name]
             self.eval_sets[name] = EvalSet(paths, np.array([index[speaker_of(p)] for p in paths], dtype=np.int64))
+        videos = {name: len({video_of(p) for p in paths}) for name, paths in parts.items()}
+        held = "split 2" if self.iden_val_by == "split" else (
+            f"{self.iden_val_by}s held out of them (fraction {self.iden_val_fraction:g}, seed {self.split_seed})")
         log.info(
-            "VoxCeleb1 identification: %d speakers; utterances train %d, val %d, test %d",
-            len(speakers), len(by_split["train"]), len(by_split["val"]), len(by_split["test"]),
+            "VoxCeleb1 identification: %d speakers; train on splits %s, validate on %s; "
+            "utterances (videos) train %d (%d), val %d (%d), test %d (%d)",
+            len(speakers), "+".join(map(str, self.iden_train_splits)), held,
+            len(parts["train"]), videos["train"], len(parts["val"]), videos["val"], len(parts["test"]), videos["test"],
         )
 
     def _setup_verification(self) -> None:

@@ -124,9 +124,10 @@ REAL_SAMPLE = SHARED_DATA / "voxceleb1-sample"
 @pytest.mark.skipif(not REAL_SAMPLE.exists(), reason="../shared/data/voxceleb1-sample is not present")
 @pytest.mark.parametrize("experiment", ["voxceleb_centerloss", "voxceleb_softmax"])
 def test_identification_runs_on_the_real_sample_files(experiment, tmp_path):
-    # two speakers, one utterance per split each, no trial list: identification only
+    # two speakers, one utterance per split each, no trial list: identification only; each
+    # speaker has one video, so validation is held out by utterance (by video: an error)
     cfg = compose_config([f"+experiment={experiment}", "+debug=fdr", f"data.root={REAL_SAMPLE}", "logger=none",
-                          f"data.cache_dir={tmp_path / 'cache'}", *SMALL], tmp_path)
+                          f"data.cache_dir={tmp_path / 'cache'}", "data.iden_val_by=utterance", *SMALL], tmp_path)
     run(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["test/acc"] <= 1.0 and cfg.data.num_classes == 2
