@@ -3,14 +3,19 @@
 "Frontend attributes disentanglement for speech emotion recognition", section 4.1:
 "41-dim filter-banks ... extracted over 40 ms Hamming windows with a 10 ms shift between
 windows, and a VAD applied. Emotional data were processed in exactly the same way" (as the
-VoxCeleb1 pre-training data). The paper names neither the filterbank scale nor the VAD.
-What is done here (see ``experiments/iemocap.md``):
+VoxCeleb1 pre-training data). The paper names neither the filterbank scale nor the VAD,
+nor whether its 41 dimensions are 41 mel filters or, in Kaldi's convention
+(``compute-fbank-feats --num-mel-bins=40 --use-energy=true``), 40 filters with the frame's
+log energy in front. Both are here (``energy``); what is done (see ``experiments/iemocap.md``):
 
 - power spectrum of 40 ms Hamming frames every 10 ms, zero-padded to a 1,024-point FFT
   (the next power of two, as Kaldi's ``compute-fbank-feats`` pads a 640-sample window),
   centred frames with reflected edges (torch / librosa convention);
 - 41 triangular filters on the HTK mel scale (Kaldi's scale) from 20 Hz (Kaldi's default
-  ``low-freq``) to Nyquist, natural log with a floor;
+  ``low-freq``) to Nyquist, natural log with a floor (default); or, with ``energy=True``
+  and 40 filters, Kaldi's layout: the natural log of the frame's raw energy (sum of squared
+  samples before the window, Kaldi's default ``--raw-energy=true``) as feature 0, then the
+  40 log filterbank energies;
 - energy VAD: a frame is speech when its windowed energy lies within ``vad_top_db`` dB of
   the loudest frame of its utterance (ours: 30 dB); non-speech frames are removed and the
   speech frames of each item are packed to the front (looped to the common length of the
@@ -30,6 +35,7 @@ from torch import nn
 from audioexp.features.functional import (
     analysis_dtype, apply_filterbank, mel_filterbank, periodic_window, reflect_pad_items, stft_power,
 )
+from audioexp.features.spectral import ms_to_samples
 from audioexp.utils.logging import log_once
 
 log = logging.getLogger(__name__)
@@ -38,6 +44,7 @@ __all__ = [
     "LogFilterbank",
     "energy_vad_mask",
     "frame_energy_db",
+    "frame_log_energy",
     "log_filterbank",
     "normalize_over_mask",
     "pack_voiced_frames",
@@ -91,8 +98,8 @@ def log_filterbank(
     >>> log_filterbank(torch.randn(2, 16000)).shape
     torch.Size([2, 41, 101])
     """
-    win_length = int(round(win_ms * sample_rate / 1000))
-    hop_length = int(round(hop_ms * sample_rate / 1000))
+    win_length = ms_to_samples(win_ms, sample_rate)
+    hop_length = ms_to_samples(hop_ms, sample_rate)
     if n_fft < win_length:
         raise ValueError(f"n_fft={n_fft} is shorter than the {win_ms} ms window ({win_length} samples)")
     f_max = sample_rate / 2 if f_max is None else float(f_max)
@@ -103,6 +110,27 @@ def log_filterbank(
     if fbank is None:
         fbank = _htk_filters(sample_rate, n_fft, n_filters, f_min, f_max)
     return torch.log(apply_filterbank(power, fbank).clamp(min=floor))
+
+
+def _frame_power(
+    waveform: torch.Tensor, win_length: int, hop_length: int, center: bool, window: torch.Tensor | None,
+) -> torch.Tensor:
+    """Sum of squared (windowed, if ``window``) samples of each frame, (..., 1 + time // hop).
+
+    Frames of exactly the window length (no FFT padding), centred on ``t * hop`` with
+    reflected edges; with ``center=False`` the input is already padded by half a window
+    each side.
+    """
+    half = win_length // 2
+    if center:
+        padded = torch.nn.functional.pad(waveform.unsqueeze(-2), (half, half), mode="reflect").squeeze(-2)
+    else:
+        padded, waveform = waveform, waveform[..., half : waveform.shape[-1] - half]
+    frames = padded.unfold(-1, win_length, hop_length)
+    if window is not None:
+        frames = frames * window
+    n_frames = 1 + waveform.shape[-1] // hop_length
+    return frames.pow(2).sum(dim=-1)[..., :n_frames]
 
 
 def frame_energy_db(
@@ -122,20 +150,48 @@ def frame_energy_db(
     -------
     Tensor, shape (..., 1 + time // hop)
     """
-    win_length = int(round(win_ms * sample_rate / 1000))
-    hop_length = int(round(hop_ms * sample_rate / 1000))
-    # frames of exactly the window length: no FFT padding needed for the energy
-    half = win_length // 2
-    if center:
-        padded = torch.nn.functional.pad(waveform.unsqueeze(-2), (half, half), mode="reflect").squeeze(-2)
-    else:
-        padded, waveform = waveform, waveform[..., half : waveform.shape[-1] - half]
-    frames = padded.unfold(-1, win_length, hop_length)
+    win_length = ms_to_samples(win_ms, sample_rate)
+    hop_length = ms_to_samples(hop_ms, sample_rate)
     if window is None:
         window = _hamming(win_length, waveform)
-    energy = (frames * window).pow(2).sum(dim=-1)
-    n_frames = 1 + waveform.shape[-1] // hop_length
-    return 10.0 * torch.log10(energy[..., :n_frames].clamp(min=floor))
+    energy = _frame_power(waveform, win_length, hop_length, center, window)
+    return 10.0 * torch.log10(energy.clamp(min=floor))
+
+
+def frame_log_energy(
+    waveform: torch.Tensor, sample_rate: int = 16000, win_ms: float = 40.0, hop_ms: float = 10.0, floor: float = 1e-10,
+    center: bool = True,
+) -> torch.Tensor:
+    """Natural log of each frame's raw energy, ``log(max(sum_n x[t H + n]^2, floor))``.
+
+    Kaldi's ``--use-energy`` feature with its default ``--raw-energy=true`` (the energy of
+    the frame before the window), without Kaldi's dither, DC removal and pre-emphasis, which
+    :func:`log_filterbank` does not apply either. The frames are those of
+    :func:`log_filterbank` and :func:`frame_energy_db`.
+
+    Parameters
+    ----------
+    waveform : Tensor, shape (..., time)
+    sample_rate : int
+    win_ms, hop_ms : float
+    floor : float
+        Energies are clamped to at least this before the log (Kaldi's default
+        ``--energy-floor=0`` keeps only a float epsilon).
+    center : bool
+        ``False``: the input is already padded by half a window each side.
+
+    Returns
+    -------
+    Tensor, shape (..., 1 + time // hop)
+
+    Examples
+    --------
+    >>> frame_log_energy(torch.randn(2, 16000)).shape
+    torch.Size([2, 101])
+    """
+    win_length = ms_to_samples(win_ms, sample_rate)
+    hop_length = ms_to_samples(hop_ms, sample_rate)
+    return torch.log(_frame_power(waveform, win_length, hop_length, center, None).clamp(min=floor))
 
 
 def energy_vad_mask(
@@ -230,24 +286,30 @@ def pack_voiced_frames(
 
 
 class LogFilterbank(nn.Module):
-    """41-dim log filterbanks with energy VAD, as one-channel "images" for a 2-D CNN.
+    """41-dim log filterbanks (41 mel, or 40 mel + log energy) with energy VAD, as
+    one-channel "images" for a 2-D CNN.
 
     Parameters
     ----------
     sample_rate : int
     n_filters : int
+        Mel filters (41 by default; 40 with ``energy=True`` for Kaldi's 41-dim layout).
     win_ms, hop_ms : float
     n_fft : int
     f_min, f_max : float
+    energy : bool
+        Put the log raw energy of each frame (:func:`frame_log_energy`) in front of the
+        filterbanks, as Kaldi's ``--use-energy=true``: ``n_filters + 1`` features.
     vad : {"energy", "none"}
         Drop frames more than ``vad_top_db`` dB below the utterance's loudest frame.
     vad_top_db : float
     normalize : bool
-        Mean and variance normalisation per filter over the speech frames.
+        Mean and variance normalisation per feature (the energy too) over the speech frames.
 
     Shapes
     ------
-    input (batch, time) [+ lengths (batch,) in samples] -> (batch, 1, n_filters, frames'),
+    input (batch, time) [+ lengths (batch,) in samples] -> (batch, 1, num_features, frames'),
+    ``num_features = n_filters + energy``,
     ``frames'`` the largest number of speech frames in the batch (``1 + time // hop``
     without VAD). An item with padding (``lengths``) is analysed on its valid frames only.
 
@@ -259,7 +321,7 @@ class LogFilterbank(nn.Module):
 
     def __init__(
         self, sample_rate: int = 16000, n_filters: int = 41, win_ms: float = 40.0, hop_ms: float = 10.0,
-        n_fft: int = 1024, f_min: float = 20.0, f_max: float | None = None,
+        n_fft: int = 1024, f_min: float = 20.0, f_max: float | None = None, energy: bool = False,
         vad: str = "energy", vad_top_db: float = 30.0, normalize: bool = True,
     ) -> None:
         super().__init__()
@@ -268,10 +330,11 @@ class LogFilterbank(nn.Module):
         self.sample_rate = sample_rate
         self.n_filters = n_filters
         self.win_ms, self.hop_ms = win_ms, hop_ms
-        self.hop_length = int(round(hop_ms * sample_rate / 1000))
-        self.win_length = int(round(win_ms * sample_rate / 1000))
+        self.hop_length = ms_to_samples(hop_ms, sample_rate)
+        self.win_length = ms_to_samples(win_ms, sample_rate)
         self.n_fft = n_fft
         self.f_min, self.f_max = f_min, f_max
+        self.energy = bool(energy)
         self.vad = vad
         self.vad_top_db = vad_top_db
         self.normalize = normalize
@@ -280,6 +343,11 @@ class LogFilterbank(nn.Module):
         # built once and moved with the module; not saved (checkpoints hold no front-end tensors)
         self.register_buffer("window", torch.hamming_window(self.win_length, periodic=True), persistent=False)
         self.register_buffer("fbank", _htk_filters(sample_rate, n_fft, n_filters, f_min, f_max), persistent=False)
+
+    @property
+    def num_features(self) -> int:
+        """Feature rows of the output: the filters, plus one for the log energy."""
+        return self.n_filters + int(self.energy)
 
     def num_frames(self, num_samples):
         """Frames before VAD for ``num_samples`` samples: ``1 + num_samples // hop``."""
@@ -303,6 +371,13 @@ class LogFilterbank(nn.Module):
             energy = frame_energy_db(padded, self.sample_rate, self.win_ms, self.hop_ms, center=False, window=window)
         return energy_vad_mask(energy, self.vad_top_db, n_valid)
 
+    def _log_energy(self, waveform: torch.Tensor, lengths: torch.Tensor | None) -> torch.Tensor:
+        """(batch, frames): :func:`frame_log_energy`, each padded item reflected at its own edges."""
+        if lengths is None:
+            return frame_log_energy(waveform, self.sample_rate, self.win_ms, self.hop_ms)
+        padded = reflect_pad_items(waveform, lengths, self.win_length // 2)
+        return frame_log_energy(padded, self.sample_rate, self.win_ms, self.hop_ms, center=False)
+
     def forward(self, waveform: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
         if waveform.dim() != 2:
             raise ValueError(f"LogFilterbank expects (batch, time) waveforms, got shape {tuple(waveform.shape)}")
@@ -314,6 +389,8 @@ class LogFilterbank(nn.Module):
                 source, self.sample_rate, self.n_filters, self.win_ms, self.hop_ms, self.n_fft, self.f_min, self.f_max,
                 center=lengths is None, window=self.window.to(waveform.dtype), fbank=self.fbank.to(waveform.dtype),
             )
+            if self.energy:  # Kaldi's layout: log energy first
+                feats = torch.cat([self._log_energy(waveform, lengths).unsqueeze(1), feats], dim=1)
             mask = self.speech_mask(waveform, lengths)
             if self.normalize:
                 feats = normalize_over_mask(feats, mask)
@@ -327,6 +404,6 @@ class LogFilterbank(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"sample_rate={self.sample_rate}, n_filters={self.n_filters}, win_ms={self.win_ms}, hop_ms={self.hop_ms}, "
+            f"sample_rate={self.sample_rate}, n_filters={self.n_filters}, energy={self.energy}, win_ms={self.win_ms}, hop_ms={self.hop_ms}, "
             f"n_fft={self.n_fft}, f_min={self.f_min}, vad={self.vad}, vad_top_db={self.vad_top_db}, normalize={self.normalize}"
         )

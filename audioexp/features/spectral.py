@@ -1,4 +1,8 @@
-"""Spectral front-ends as ``nn.Module`` s, run inside the model on its device."""
+"""Spectral front-ends as ``nn.Module`` s, run inside the model on its device.
+
+Windows and hops are given in milliseconds and turned into samples at the data's rate by
+:func:`ms_to_samples`.
+"""
 
 from __future__ import annotations
 
@@ -8,26 +12,63 @@ from torch import nn
 from audioexp.features import functional as F
 
 
+def ms_to_samples(ms: float, sample_rate: int) -> int:
+    """A duration in milliseconds as a whole number of samples at ``sample_rate`` (rounded).
+
+    Front-end configs give windows and hops in milliseconds so that a recipe means the same
+    at any sample rate; this is the one place they become samples.
+
+    Parameters
+    ----------
+    ms : float
+        Duration in milliseconds.
+    sample_rate : int
+        In Hz.
+
+    Returns
+    -------
+    int
+        ``round(ms * sample_rate / 1000)``, at least 1.
+
+    Examples
+    --------
+    >>> ms_to_samples(58.05, 44100), ms_to_samples(58.05, 16000), ms_to_samples(10.0, 16000)
+    (2560, 929, 160)
+    """
+    samples = int(round(ms * sample_rate / 1000))
+    if samples < 1:
+        raise ValueError(f"{ms} ms at {sample_rate} Hz is less than one sample")
+    return samples
+
+
 class LogMelSpectrogram(nn.Module):
     """Waveform to a one-channel log-mel "image" for a 2-D CNN.
 
     The recipe of the speech/music paper (Han 2021), which used fastai audio v1:
-    power mel spectrogram on an HTK mel scale with unnormalised triangles, in dB
-    with a ``top_db`` floor; see ``experiments/speech_music.md`` for which values
-    are the library's defaults and which are ours.
+    power mel spectrogram (Hann window) on an HTK mel scale with unnormalised triangles,
+    in dB with a ``top_db`` floor, not standardised (the library's ``standardize=False``);
+    see ``experiments/speech_music.md`` for which values are the library's defaults and
+    which are ours.
 
     Parameters
     ----------
     sample_rate : int
         Expected input rate in Hz.
-    n_fft, hop_length, win_length : int
-        In samples.
+    win_ms, hop_ms : float
+        Window and hop in milliseconds, turned into samples at ``sample_rate``
+        (:func:`ms_to_samples`). The defaults, 58.05 and 5.805 ms, are fastai audio v1's
+        2,560 and 256 samples at 44.1 kHz, the rate its ``f_max=22050`` is built for.
     n_mels : int
+    n_fft : int, optional
+        FFT size in samples; ``None``: the window length (the library's ``n_fft`` is its
+        window), plus one sample of zero padding when the window is odd (929 samples at
+        16 kHz): torchaudio's mel filters place the last FFT bin at Nyquist, which only
+        an even FFT size has. At least the window length.
     f_min, f_max : float
         In Hz; ``f_max=None`` means Nyquist.
     top_db : float or None
-    normalize : {"instance", "none"}
-        ``instance`` standardises each spectrogram to zero mean, unit variance.
+    normalize : {"none", "instance"}
+        ``instance`` standardises each spectrogram to zero mean, unit variance (ours).
 
     Shapes
     ------
@@ -35,21 +76,21 @@ class LogMelSpectrogram(nn.Module):
 
     Examples
     --------
-    >>> LogMelSpectrogram(16000, n_fft=1024, hop_length=512, n_mels=64)(torch.randn(2, 16000)).shape
+    >>> LogMelSpectrogram(16000, win_ms=64.0, hop_ms=32.0, n_mels=64)(torch.randn(2, 16000)).shape
     torch.Size([2, 1, 64, 32])
     """
 
     def __init__(
         self,
         sample_rate: int = 16000,
-        n_fft: int = 2560,
-        hop_length: int = 256,
+        win_ms: float = 58.05,
+        hop_ms: float = 5.805,
         n_mels: int = 128,
-        win_length: int | None = None,
+        n_fft: int | None = None,
         f_min: float = 0.0,
         f_max: float | None = None,
         top_db: float | None = 100.0,
-        normalize: str = "instance",
+        normalize: str = "none",
     ) -> None:
         super().__init__()
         if normalize not in ("instance", "none"):
@@ -59,17 +100,22 @@ class LogMelSpectrogram(nn.Module):
                 f"f_max={f_max} Hz is above the Nyquist frequency {sample_rate / 2} Hz"
             )
         self.sample_rate = sample_rate
-        self.n_fft = n_fft
-        self.hop_length = hop_length
+        self.win_ms, self.hop_ms = win_ms, hop_ms
+        self.win_length = ms_to_samples(win_ms, sample_rate)
+        self.hop_length = ms_to_samples(hop_ms, sample_rate)
+        self.n_fft = n_fft or self.win_length + self.win_length % 2
+        if self.n_fft < self.win_length:
+            raise ValueError(f"n_fft={self.n_fft} is shorter than the {win_ms} ms window ({self.win_length} samples)")
         self.n_mels = n_mels
-        self.win_length = win_length or n_fft
         self.f_min = f_min
         self.f_max = f_max
         self.top_db = top_db
         self.normalize = normalize
         # built once and moved with the module; not saved (checkpoints hold no front-end tensors)
         self.register_buffer("window", torch.hann_window(self.win_length), persistent=False)
-        self.register_buffer("fbank", F.mel_filterbank(sample_rate, n_fft, n_mels, f_min, f_max), persistent=False)
+        self.register_buffer(
+            "fbank", F.mel_filterbank(sample_rate, self.n_fft, n_mels, f_min, f_max), persistent=False
+        )
 
     def num_frames(self, num_samples: int) -> int:
         """Frames produced for ``num_samples`` input samples (centred STFT)."""
@@ -102,7 +148,8 @@ class LogMelSpectrogram(nn.Module):
 
     def extra_repr(self) -> str:
         return (
-            f"sample_rate={self.sample_rate}, n_fft={self.n_fft}, hop_length={self.hop_length}, "
+            f"sample_rate={self.sample_rate}, win_ms={self.win_ms} ({self.win_length} samples), "
+            f"hop_ms={self.hop_ms} ({self.hop_length} samples), n_fft={self.n_fft}, "
             f"n_mels={self.n_mels}, top_db={self.top_db}, normalize={self.normalize}"
         )
 
@@ -145,8 +192,8 @@ class LogPowerSpectrogram(nn.Module):
     ) -> None:
         super().__init__()
         self.sample_rate = sample_rate
-        self.win_length = int(round(win_ms * sample_rate / 1000))
-        self.hop_length = int(round(hop_ms * sample_rate / 1000))
+        self.win_length = ms_to_samples(win_ms, sample_rate)
+        self.hop_length = ms_to_samples(hop_ms, sample_rate)
         self.n_fft = n_fft or self.win_length
         if self.n_fft < self.win_length:
             raise ValueError(f"n_fft={self.n_fft} is shorter than the {win_ms} ms window ({self.win_length} samples)")

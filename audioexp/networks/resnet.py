@@ -1,13 +1,21 @@
 """ResNet18 for one-channel spectrogram "images" (Han 2021, after fastai audio v1).
 
-The paper replaces the first layer of an ImageNet ResNet18 with
-``Conv2d(1, 64, kernel_size=7, stride=2, padding=3)``. How the one-channel kernel
-is made from the RGB kernels is ``first_conv``:
+The paper sets the first layer of an ImageNet ResNet18 to
+``Conv2d(1, 64, kernel_size=7, stride=2, padding=3)``. How the one-channel kernel is
+made is ``first_conv``:
 
-- ``copy_red``: keep input channel 0 of the RGB kernel;
+- ``random`` (default): a freshly initialised layer (PyTorch's default initialisation),
+  the rest of the network pretrained. This is what fastai audio's ``audio_learner`` did
+  from 2019-05-28 to 2019-06-17 (``learn.model[0][0] = nn.Conv2d(1, 64, ...)`` after
+  ``cnn_learner``, whose ``pretrained`` defaults to True) and the plain reading of the
+  paper, which "sets" that layer;
+- ``copy_red``: keep input channel 0 of the RGB kernel: fastai audio's ``adapt_conv``
+  with ``pretrained=True`` from 2019-08-14 on (release 0.1 and the last commit);
 - ``sum``: sum the kernel over colour, so a one-channel input ``x`` gives exactly
-  what the RGB layer gives for ``x`` repeated on three channels;
-- ``random``: a freshly initialised layer.
+  what the RGB layer gives for ``x`` repeated on three channels (ours).
+
+See ``experiments/speech_music.md`` for the library's history and why ``random`` is the
+default.
 """
 
 from __future__ import annotations
@@ -22,7 +30,7 @@ from torchvision.models import ResNet, ResNet18_Weights, resnet18
 
 log = logging.getLogger(__name__)
 
-FIRST_CONV_MODES = ("copy_red", "sum", "random")
+FIRST_CONV_MODES = ("random", "copy_red", "sum")
 PRETRAINED_CHOICES = ("imagenet", "none")
 
 
@@ -77,7 +85,9 @@ class ResNet18Body(nn.Module):
     Parameters
     ----------
     pretrained : {"imagenet", "none"}
-    first_conv : {"copy_red", "sum", "random"}
+        ImageNet weights for everything but the first convolution, or none.
+    first_conv : {"random", "copy_red", "sum"}
+        How the one-channel first convolution is made (see the module docstring).
 
     Shapes
     ------
@@ -91,7 +101,7 @@ class ResNet18Body(nn.Module):
 
     out_channels = 512
 
-    def __init__(self, pretrained: str = "imagenet", first_conv: str = "copy_red") -> None:
+    def __init__(self, pretrained: str = "imagenet", first_conv: str = "random") -> None:
         super().__init__()
         if pretrained not in PRETRAINED_CHOICES:
             raise ValueError(f"pretrained must be one of {PRETRAINED_CHOICES}, got {pretrained!r}")

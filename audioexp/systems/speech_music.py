@@ -1,11 +1,13 @@
 """SpeechMusicResNet: speech/music discrimination of 5-s broadcast clips (Han 2021).
 
 S.-I. Han, "Speech-Music Discrimination Using Deep Learning", J. Korea Academia-Industrial
-cooperation Society, 2021: an ImageNet ResNet18 whose first layer is
-``Conv2d(1, 64, kernel_size=7, stride=2, padding=3)``, fine-tuned on log-mel
+cooperation Society, 2021: an ImageNet ResNet18 whose first layer is set to a new
+``Conv2d(1, 64, kernel_size=7, stride=2, padding=3)`` (``first_conv=random`` of
+:class:`audioexp.networks.resnet.ResNet18Body`), fine-tuned on unnormalised log-mel
 spectrograms with fastai v1 (``fit_one_cycle``, fastai's classifier head, the whole
 network unfrozen as fastai audio's ``audio_learner`` does). 89.6 % accuracy on a random
-20 % validation split of 3.89 M clips.
+20 % validation split of 3.89 M clips. Which settings are the paper's, the library's and
+ours: ``experiments/speech_music.md``.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ class SpeechMusicResNet(AudioClassifier):
         Waveform (batch, time) -> (batch, 1, n_mels, frames), e.g. ``LogMelSpectrogram``.
     backbone : nn.Module
         (batch, 1, F, T) -> (batch, C, F', T') with an ``out_channels`` attribute: the paper's
-        ``ResNet18Body`` (ImageNet weights or none, one-channel first convolution).
+        ``ResNet18Body`` (ImageNet weights or none, a fresh one-channel first convolution).
     head : callable
         ``head(in_channels, num_classes) -> nn.Module`` (a ``_partial_``): fastai v1's head
         (``FastaiClassifierHead``, with its ``dropout`` = fastai's ``ps``) or a linear one.

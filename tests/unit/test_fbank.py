@@ -1,4 +1,7 @@
-"""41-dim log filterbank and energy VAD against librosa / NumPy references on random audio."""
+"""41-dim log filterbank (41 mel, or 40 mel + log energy) and energy VAD against librosa, Kaldi
+(torchaudio.compliance.kaldi) and NumPy references on random audio."""
+
+from pathlib import Path
 
 import librosa
 import numpy as np
@@ -10,6 +13,7 @@ from audioexp.features.fbank import (
     LogFilterbank,
     energy_vad_mask,
     frame_energy_db,
+    frame_log_energy,
     log_filterbank,
     normalize_over_mask,
     pack_voiced_frames,
@@ -150,3 +154,59 @@ def test_padded_batch_equals_items_alone_without_vad_loss_at_edges(vad):
     for i, n in enumerate((11000, 16000)):
         alone = fe(x[i : i + 1, :n])
         torch.testing.assert_close(both[i, :, :, : alone.shape[-1]], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_energy_layout_matches_kaldi_fbank_use_energy():
+    """40 filters + log energy against torchaudio.compliance.kaldi.fbank(use_energy=True), float64.
+
+    Kaldi with our framing's options (Hamming, no dither, DC removal or pre-emphasis, energy
+    floor 0): its frame j (snip_edges) spans samples [160 j, 160 j + 640), our centred frame
+    j + 2. The log raw energy (feature 0, where Kaldi puts it unless --htk-compat) agrees to
+    1e-9. The filters differ by design (ours triangular in Hz, Kaldi's in mel, and its
+    Hamming is symmetric): within 0.03 in natural log on random audio.
+    """
+    from torchaudio.compliance.kaldi import fbank as kaldi_fbank
+
+    rng = np.random.default_rng(5)
+    y = torch.from_numpy(rng.standard_normal(16000 + 123) * 0.1)
+    ref = kaldi_fbank(
+        y[None], num_mel_bins=40, frame_length=40.0, frame_shift=10.0, use_energy=True, raw_energy=True,
+        dither=0.0, remove_dc_offset=False, preemphasis_coefficient=0.0, energy_floor=0.0, window_type="hamming",
+        low_freq=20.0, high_freq=0.0, sample_frequency=16000.0, snip_edges=True,
+    )
+    fe = LogFilterbank(n_filters=40, energy=True, vad="none", normalize=False)
+    ours = fe(y[None])[0, 0].T  # (frames, 41)
+    assert fe.num_features == 41 and ours.shape == (101, 41) and ref.shape == (97, 41)
+    aligned = ours[2 : 2 + len(ref)]
+    torch.testing.assert_close(aligned[:, 0], ref[:, 0], rtol=0, atol=1e-9)
+    torch.testing.assert_close(aligned[:, 1:], ref[:, 1:], rtol=0, atol=3e-2)
+    # the filterbank rows are log_filterbank's at 40 filters (the module keeps a float32 window: 1e-5);
+    # the default has no energy row
+    torch.testing.assert_close(ours[:, 1:].T, log_filterbank(y, n_filters=40), rtol=0, atol=1e-5)
+    torch.testing.assert_close(ours[:, 0], frame_log_energy(y))
+    assert LogFilterbank(vad="none", normalize=False)(y[None]).shape == (1, 1, 41, 101)
+
+
+def test_energy_row_of_a_padded_batch_equals_items_alone():
+    torch.manual_seed(6)
+    x = torch.randn(2, 16000) * torch.linspace(0.01, 1.0, 16000)
+    x[0, 11000:] = 0
+    fe = LogFilterbank(n_filters=40, energy=True)
+    both = fe(x, torch.tensor([11000, 16000]))
+    for i, n in enumerate((11000, 16000)):
+        alone = fe(x[i : i + 1, :n])
+        assert alone.shape[2] == 41
+        torch.testing.assert_close(both[i, :, :, : alone.shape[-1]], alone[0], atol=1e-5, rtol=1e-5)
+
+
+def test_fbank_options_of_the_features_group():
+    """fbank41 (default: 41 mel filters) and fbank40_energy (Kaldi's 40 + log energy) both give 41 rows."""
+    from omegaconf import OmegaConf
+
+    conf = Path(__file__).resolve().parents[2] / "audioexp" / "conf" / "features"
+    default = OmegaConf.load(conf / "fbank41.yaml")
+    kaldi = OmegaConf.merge(default, {k: v for k, v in OmegaConf.load(conf / "fbank40_energy.yaml").items() if k != "defaults"})
+    assert (default.n_filters, default.energy, kaldi.n_filters, kaldi.energy) == (41, False, 40, True)
+    for node in (default, kaldi):
+        kwargs = {k: v for k, v in OmegaConf.to_container(node).items() if k not in ("_target_", "sample_rate")}
+        assert LogFilterbank(16000, **kwargs).num_features == 41

@@ -14,11 +14,13 @@ from audioexp.features.spectral import LogPowerSpectrogram
 
 @pytest.mark.parametrize(
     "sr,n_fft,hop,n_mels,fmin,fmax",
-    [(16000, 2560, 256, 128, 0.0, None), (16000, 1024, 512, 64, 50.0, 7000.0), (22050, 512, 128, 40, 0.0, None)],
+    # the speech/music recipe at 44.1 kHz (fastai audio v1's 2560 / 256), and others
+    [(44100, 2560, 256, 128, 0.0, None), (16000, 2560, 256, 128, 0.0, None), (16000, 1024, 512, 64, 50.0, 7000.0),
+     (22050, 512, 128, 40, 0.0, None)],
 )
 def test_mel_spectrogram_matches_librosa(sr, n_fft, hop, n_mels, fmin, fmax):
     rng = np.random.default_rng(0)
-    y = rng.standard_normal(sr * 2) * 0.1
+    y = rng.standard_normal(sr) * 0.1
     ours = mel_spectrogram(torch.from_numpy(y), sr, n_fft, hop, n_mels, f_min=fmin, f_max=fmax).numpy()
     ref = librosa.feature.melspectrogram(
         y=y, sr=sr, n_fft=n_fft, hop_length=hop, window="hann", center=True, pad_mode="reflect",
@@ -54,7 +56,8 @@ def test_amplitude_to_db_floor_is_per_item():
 def test_module_float32_close_to_librosa_and_batched_equals_single():
     rng = np.random.default_rng(2)
     y = (rng.standard_normal((3, 16000)) * 0.1).astype(np.float32)
-    fe = LogMelSpectrogram(16000, n_fft=1024, hop_length=256, n_mels=64, top_db=100.0, normalize="none")
+    fe = LogMelSpectrogram(16000, win_ms=64.0, hop_ms=16.0, n_mels=64, top_db=100.0, normalize="none")
+    assert (fe.win_length, fe.hop_length, fe.n_fft) == (1024, 256, 1024)
     out = fe(torch.from_numpy(y))
     assert out.shape == (3, 1, 64, 1 + 16000 // 256)
     ref = librosa.power_to_db(
@@ -68,6 +71,22 @@ def test_module_float32_close_to_librosa_and_batched_equals_single():
     torch.testing.assert_close(out, single, rtol=1e-5, atol=1e-4)
 
 
+def test_recipe_at_16k_odd_window_matches_librosa():
+    """58.05 / 5.805 ms at 16 kHz: a 929-sample Hann window in a 930-point FFT, hop 93, no normalisation."""
+    rng = np.random.default_rng(5)
+    y = rng.standard_normal(16000) * 0.1
+    fe = LogMelSpectrogram(16000)
+    assert (fe.win_length, fe.n_fft, fe.hop_length, fe.normalize) == (929, 930, 93, "none")
+    ours = fe(torch.from_numpy(y)[None])[0, 0].numpy()
+    ref = librosa.power_to_db(
+        librosa.feature.melspectrogram(y=y, sr=16000, n_fft=930, win_length=929, hop_length=93, window="hann",
+                                       pad_mode="reflect", n_mels=128, htk=True, norm=None, dtype=np.float64),
+        ref=1.0, amin=1e-10, top_db=100.0,
+    )
+    assert ours.shape == ref.shape == (128, 1 + 16000 // 93)
+    np.testing.assert_allclose(ours, ref, atol=1e-3)  # float64 both sides; float32 filter weights: 4e-4 dB
+
+
 def test_instance_standardize():
     x = torch.randn(4, 1, 16, 20, dtype=torch.float64) * 7 + 3
     z = instance_standardize(x)
@@ -76,11 +95,13 @@ def test_instance_standardize():
 
 
 def test_frontend_rejects_wrong_shape_and_fmax():
-    fe = LogMelSpectrogram(16000, n_fft=512, hop_length=160, n_mels=40)
+    fe = LogMelSpectrogram(16000, win_ms=32.0, hop_ms=10.0, n_mels=40)
     with pytest.raises(ValueError, match=r"\(batch, time\)"):
         fe(torch.randn(2, 1, 16000))
     with pytest.raises(ValueError, match="Nyquist"):
         LogMelSpectrogram(16000, f_max=22050.0)
+    with pytest.raises(ValueError, match="shorter than the 64.0 ms window"):
+        LogMelSpectrogram(16000, win_ms=64.0, n_fft=512)
 
 
 def _numpy_log_power(y, n_fft=320, hop=160, eps=1e-10):
@@ -137,7 +158,7 @@ def test_log_power_frontend_with_mvn_matches_librosa_and_batches_exactly():
 
 
 @pytest.mark.parametrize("make", [
-    lambda: LogMelSpectrogram(16000, n_fft=512, hop_length=160, n_mels=40),
+    lambda: LogMelSpectrogram(16000, win_ms=32.0, hop_ms=10.0, n_mels=40, normalize="instance"),
     lambda: LogPowerSpectrogram(16000),
     lambda: LogFilterbank(vad="none"),
 ])

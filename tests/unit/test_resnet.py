@@ -34,10 +34,20 @@ def test_sum_first_conv_equals_rgb_layer_on_repeated_input(imagenet_hub_cache):
     torch.testing.assert_close(body.conv1(x), rgb(x.repeat(1, 3, 1, 1)), rtol=1e-5, atol=1e-5)
 
 
-def test_random_first_conv_is_not_the_loaded_kernel(imagenet_hub_cache):
-    body = ResNet18Body(pretrained="imagenet", first_conv="random")
-    assert not torch.allclose(body.conv1.weight, imagenet_hub_cache["conv1.weight"][:, :1])
-    torch.testing.assert_close(body.layer1[0].conv1.weight, imagenet_hub_cache["layer1.0.conv1.weight"])
+def test_default_first_conv_is_a_fresh_layer_on_a_pretrained_body(imagenet_hub_cache):
+    """The default (the paper's reading, fastai audio's audio_learner of 2019-06): a new
+    Conv2d(1, 64, 7, 2, 3) with PyTorch's own initialisation, every other layer ImageNet's."""
+    body = ResNet18Body(pretrained="imagenet")
+    rgb = imagenet_hub_cache["conv1.weight"]
+    conv = body.conv1
+    assert conv.weight.shape == (64, 1, 7, 7)
+    assert (conv.stride, conv.padding, conv.bias) == ((2, 2), (3, 3), None)
+    assert not torch.allclose(conv.weight, rgb[:, :1]) and not torch.allclose(conv.weight, rgb.sum(1, keepdim=True))
+    # nn.Conv2d's default init: kaiming_uniform(a=sqrt(5)), i.e. U(-1/sqrt(fan_in), 1/sqrt(fan_in)), fan_in = 49
+    assert conv.weight.abs().max() <= 1 / 7 and conv.weight.std() > 0.5 / (7 * 3**0.5)
+    for key, value in imagenet_hub_cache.items():
+        if not key.startswith(("fc.", "conv1.")):
+            torch.testing.assert_close(body.state_dict()[key], value, rtol=0, atol=0, msg=key)
 
 
 def test_missing_weights_fail_with_instructions(tmp_path, monkeypatch):
