@@ -31,16 +31,24 @@ def _check_center_inputs(features: torch.Tensor, labels: torch.Tensor, centers: 
 
 
 def center_loss(
-    features: torch.Tensor, labels: torch.Tensor, centers: torch.Tensor, reduction: str = "mean"
+    features: torch.Tensor,
+    labels: torch.Tensor,
+    centers: torch.Tensor,
+    reduction: str = "mean",
+    dim_reduction: str = "mean",
 ) -> torch.Tensor:
-    """Center loss ``1/2 ||x_i - c_{y_i}||^2``, summed or averaged over the batch.
+    """Center loss ``1/2 ||x_i - c_{y_i}||^2``, the squared distance summed or averaged over
+    the feature dimensions, then summed or averaged over the batch.
 
-    ``reduction="sum"`` is eq. 1 of Yadav & Rai (2018) (eq. 2 of Wen et al.);
-    ``"mean"`` divides it by the batch size, as ``cross_entropy`` does by
-    default. Reduce the softmax term and this one the same way (see
-    ``audioexp.losses.center``). Gradient flows to ``centers`` too if they
-    require it; ``CenterLoss`` passes them detached and moves them with
-    ``center_update`` instead.
+    ``dim_reduction="sum"`` is the squared Euclidean distance of eq. 1 of Yadav & Rai (2018)
+    (eq. 2 of Wen et al.); ``"mean"`` divides it by ``ndims`` (a per-dimension mean squared
+    error, as ``F.mse_loss`` computes it). ``reduction="sum"`` sums over the batch as eq. 1
+    is printed; ``"mean"`` divides by the batch size, as ``cross_entropy`` does by default.
+    Which of these makes the paper's lambda = 5 coherent is argued in
+    ``audioexp.losses.center``; ``CenterLoss`` uses ``"mean"`` for both. Reduce the softmax
+    term over the batch the same way as this one. Gradient flows to ``centers`` too if they
+    require it; ``CenterLoss`` passes them detached and moves them with ``center_update``
+    instead.
 
     Parameters
     ----------
@@ -49,6 +57,9 @@ def center_loss(
         Class index of each row, in ``[0, num_classes)``.
     centers : Tensor, shape (num_classes, ndims)
     reduction : {"mean", "sum"}
+        Over the batch.
+    dim_reduction : {"mean", "sum"}
+        Over the feature dimensions.
 
     Returns
     -------
@@ -58,15 +69,20 @@ def center_loss(
     --------
     >>> x = torch.tensor([[1.0, 2.0], [0.0, 0.0]])
     >>> c = torch.tensor([[0.0, 0.0], [1.0, 1.0]])
-    >>> center_loss(x, torch.tensor([0, 1]), c, reduction="sum")  # (5 + 2) / 2
+    >>> center_loss(x, torch.tensor([0, 1]), c, reduction="sum", dim_reduction="sum")  # (5 + 2) / 2
     tensor(3.5000)
+    >>> center_loss(x, torch.tensor([0, 1]), c)  # (5 / 2 + 2 / 2) / 2 / 2
+    tensor(0.8750)
     >>> center_loss(torch.randn(8, 4), torch.randint(0, 3, (8,)), torch.randn(3, 4)).shape
     torch.Size([])
     """
     if reduction not in REDUCTIONS:
         raise ValueError(f"reduction must be one of {REDUCTIONS}, got {reduction!r}")
+    if dim_reduction not in REDUCTIONS:
+        raise ValueError(f"dim_reduction must be one of {REDUCTIONS}, got {dim_reduction!r}")
     _check_center_inputs(features, labels, centers)
-    per_item = 0.5 * (features - centers[labels]).pow(2).sum(dim=1)
+    squared = (features - centers[labels]).pow(2)
+    per_item = 0.5 * (squared.mean(dim=1) if dim_reduction == "mean" else squared.sum(dim=1))
     return per_item.mean() if reduction == "mean" else per_item.sum()
 
 

@@ -3,7 +3,8 @@
 S. Yadav and A. Rai, "Learning Discriminative Features for Speaker Identification and
 Verification": VGG config A / B bodies on 1 x 161 x T log-power spectrograms, feature
 averaging over time, a bottleneck FC (``ndims`` = 128) trained under the joint supervision
-of softmax and center loss (``L = L_s + lambda L_c``, lambda = 5), Adam with default
+of softmax and center loss (``L = L_s + lambda L_c``, lambda = 5, the center term a
+per-dimension mean: :mod:`audioexp.losses.center`), Adam with default
 hyper-parameters. Identification: top-1 / top-5 on VoxCeleb1's test split (89.5 / 97.0 %
 for Network B, joint); verification: cosine scores of bottleneck embeddings on the trial
 list (EER 4.9 %).
@@ -45,16 +46,23 @@ class VGGCenterLoss(AudioClassifier):
         embedding) and softmax layer: (batch, 1, F, T) [+ frames] -> (logits, embedding).
     center_loss : callable
         ``center_loss(num_classes, ndims, reduction=...) -> CenterLoss`` (a ``_partial_``
-        holding ``alpha``, the centers' learning rate; Wen et al.: 0.5).
+        holding ``alpha``, the centers' learning rate, Wen et al.: 0.5, and
+        ``dim_reduction``, "mean" by default: the squared distance averaged over the
+        bottleneck's dimensions, the normalisation under which lambda = 5 is coherent; see
+        :mod:`audioexp.losses.center`).
     num_classes : int
         Training speakers (1,251 identification, 1,211 verification on the real corpus).
     center_loss_weight : float
-        lambda of eq. 2 (5 in the paper; 0 gives the softmax-only baseline).
+        lambda of eq. 2 (5 in the paper; 0 gives the softmax-only baseline). Its meaning
+        depends on the center loss's normalisation: 5 with the default per-dimension mean
+        equals 5 / ndims (0.039 for ndims 128) with the squared norm summed over the
+        dimensions.
     center_loss_warmup_epochs : int
         Ramp lambda linearly from 0 over this many epochs (ours; 0 = the paper's constant
-        lambda). From scratch, a constant lambda = 5 lets the center term (large while the
-        centers are still zero) shrink every embedding before the softmax has learned
-        anything, and training can stall at chance; a short ramp avoids that.
+        lambda). With a center term too heavy for the softmax (lambda = 5 on the squared
+        norm summed over the dimensions), the center term shrinks every embedding before
+        the softmax has learned anything and training stalls at chance; a ramp was tried
+        against that (it did not help on the miniature corpus; experiments/voxceleb.md).
     center_loss_start_epoch : int
         Train with the softmax alone for this many epochs, then add lambda x center loss
         (ramped over ``center_loss_warmup_epochs`` from there). Ours; 0 = the paper. The

@@ -14,9 +14,10 @@ CENTERS = [[0.0, 0.0], [1.0, 1.0], [-1.0, 2.0], [5.0, 5.0]]
 FEATURES = [[1.0, 2.0], [0.0, 0.0], [2.0, 1.0], [3.0, -1.0]]
 LABELS = [0, 1, 1, 2]
 # x_i - c_{y_i}: [1, 2], [-1, -1], [1, 0], [4, -3]
-# 1/2 ||x_i - c_{y_i}||^2: 2.5, 1.0, 0.5, 12.5  ->  sum 16.5, mean 4.125
+# 1/2 ||x_i - c_{y_i}||^2 (summed over the 2 dims): 2.5, 1.0, 0.5, 12.5  ->  sum 16.5, mean 4.125
+# 1/2 mean_d (x_id - c_{y_i}d)^2 (the default):    1.25, 0.5, 0.25, 6.25 ->  sum 8.25, mean 2.0625
 DIFFERENCES = [[1.0, 2.0], [-1.0, -1.0], [1.0, 0.0], [4.0, -3.0]]
-LOSS = {"sum": 16.5, "mean": 4.125}
+LOSS = {("sum", "sum"): 16.5, ("mean", "sum"): 4.125, ("sum", "mean"): 8.25, ("mean", "mean"): 2.0625}
 # alpha = 0.5, delta_c_j = sum_{y_i = j} (c_j - x_i) / (1 + n_j):
 #   class 0: [-1, -2] / 2 = [-0.5, -1]          c_0 = [0, 0] - 0.5 [-0.5, -1]    = [0.25, 0.5]
 #   class 1: ([1, 1] + [-1, 0]) / 3 = [0, 1/3]  c_1 = [1, 1] - 0.5 [0, 1/3]      = [1, 5/6]
@@ -34,26 +35,45 @@ def fixture_tensors():
 
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
-def test_center_loss_value_and_gradient_by_hand(reduction):
+@pytest.mark.parametrize("dim_reduction", ["sum", "mean"])
+def test_center_loss_value_and_gradient_by_hand(reduction, dim_reduction):
     features, labels, centers = fixture_tensors()
     features.requires_grad_(True)
-    loss = center_loss(features, labels, centers, reduction=reduction)
-    torch.testing.assert_close(loss, torch.tensor(LOSS[reduction], dtype=torch.float64), rtol=0, atol=1e-12)
+    loss = center_loss(features, labels, centers, reduction=reduction, dim_reduction=dim_reduction)
+    expected_loss = torch.tensor(LOSS[reduction, dim_reduction], dtype=torch.float64)
+    torch.testing.assert_close(loss, expected_loss, rtol=0, atol=1e-12)
     loss.backward()
-    scale = 1.0 if reduction == "sum" else 1.0 / len(LABELS)
+    scale = (1.0 if reduction == "sum" else 1.0 / len(LABELS)) * (1.0 if dim_reduction == "sum" else 0.5)
     expected = scale * torch.tensor(DIFFERENCES, dtype=torch.float64)
     torch.testing.assert_close(features.grad, expected, rtol=0, atol=1e-12)
+
+
+def test_default_normalisation_is_lambda_over_two_times_the_mean_over_batch_and_dimensions():
+    """The normalisation under which the paper's lambda = 5 is coherent (audioexp.losses.center):
+    lambda * L_c = lambda / 2 * mean_i mean_d (x_id - c_{y_i}d)^2, here 5 / 2 * (2.5 + 1 + 0.5 + 12.5) / 8."""
+    features, labels, centers = fixture_tensors()
+    loss_fn = CenterLoss(num_classes=4, ndims=2).double()
+    loss_fn.centers.copy_(centers)
+    assert (loss_fn.reduction, loss_fn.dim_reduction) == ("mean", "mean")
+    torch.testing.assert_close(5.0 * loss_fn(features, labels), torch.tensor(10.3125, dtype=torch.float64),
+                               rtol=0, atol=1e-12)
+    torch.testing.assert_close(center_loss(features, labels, centers), torch.tensor(2.0625, dtype=torch.float64),
+                               rtol=0, atol=1e-12)
+    # the printed squared norm needs a lambda ndims times smaller for the same loss
+    literal = CenterLoss(num_classes=4, ndims=2, dim_reduction="sum").double()
+    literal.centers.copy_(centers)
+    torch.testing.assert_close(5.0 / 2 * literal(features, labels), 5.0 * loss_fn(features, labels), rtol=0, atol=1e-12)
 
 
 @pytest.mark.parametrize("reduction", ["sum", "mean"])
 def test_module_gradient_reaches_features_only(reduction):
     features, labels, centers = fixture_tensors()
-    loss_fn = CenterLoss(num_classes=4, ndims=2, reduction=reduction).double()
+    loss_fn = CenterLoss(num_classes=4, ndims=2, reduction=reduction, dim_reduction="sum").double()
     loss_fn.centers.copy_(centers)
     loss_fn.centers.requires_grad_(True)  # even so, the module detaches them
     features.requires_grad_(True)
     loss = loss_fn(features, labels)
-    torch.testing.assert_close(loss, torch.tensor(LOSS[reduction], dtype=torch.float64), rtol=0, atol=1e-12)
+    torch.testing.assert_close(loss, torch.tensor(LOSS[reduction, "sum"], dtype=torch.float64), rtol=0, atol=1e-12)
     loss.backward()
     assert loss_fn.centers.grad is None
     assert features.grad is not None
@@ -82,7 +102,8 @@ def test_module_update_by_hand_and_loss_still_backpropagates():
     loss.backward()
     updated = torch.tensor(UPDATED, dtype=torch.float64)
     torch.testing.assert_close(loss_fn.centers, updated, rtol=0, atol=1e-12)
-    torch.testing.assert_close(features.grad, torch.tensor(DIFFERENCES, dtype=torch.float64) / 4)
+    # the default normalisation: 1/2 mean over 4 items and 2 dims -> (x - c) / (4 * 2)
+    torch.testing.assert_close(features.grad, torch.tensor(DIFFERENCES, dtype=torch.float64) / 8)
 
 
 def random_batch(n: int, num_classes: int = 6, ndims: int = 5):
@@ -159,6 +180,10 @@ def test_bad_arguments_raise():
         center_loss(features, labels, centers, reduction="none")
     with pytest.raises(ValueError, match="reduction"):
         CenterLoss(4, 2, reduction="batchmean")
+    with pytest.raises(ValueError, match="dim_reduction"):
+        CenterLoss(4, 2, dim_reduction="none")
+    with pytest.raises(ValueError, match="dim_reduction"):
+        center_loss(features, labels, centers, dim_reduction="max")
     with pytest.raises(ValueError, match="alpha"):
         CenterLoss(4, 2, alpha=1.5)
     with pytest.raises(ValueError, match="features must be"):

@@ -34,7 +34,8 @@ def test_model_step_is_softmax_plus_lambda_center():
     batch = {"waveform": torch.randn(3, 16000), "label": torch.tensor([0, 3, 3])}
     loss, logits, embedding, softmax, center = model.model_step(batch)
     torch.testing.assert_close(softmax, torch.nn.functional.cross_entropy(logits, batch["label"]))
-    expected_center = 0.5 * ((embedding - model.center_loss.centers[batch["label"]]) ** 2).sum(dim=1).mean()
+    # the default normalisation: 1/2 of the squared difference averaged over the batch and the 128 dims
+    expected_center = 0.5 * ((embedding - model.center_loss.centers[batch["label"]]) ** 2).mean()
     torch.testing.assert_close(center, expected_center)
     torch.testing.assert_close(loss, softmax + 5.0 * center)
 
