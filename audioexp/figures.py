@@ -15,7 +15,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 from numpy.typing import ArrayLike  # noqa: E402
 
-from audioexp.features.sd_filterbank import sd_filter_response  # noqa: E402
+from audioexp.features.sd_filterbank import response_shape, sd_filter_response  # noqa: E402
 from audioexp.metrics.verification import det_curve, equal_error_rate  # noqa: E402
 
 
@@ -57,10 +57,12 @@ def sd_filter_response_figure(
     design.setdefault("unit_center_gain", True)
     fig, ax = plt.subplots(figsize=(6.5, 3.8))
     for k in differentiations:
-        freqs, h = sd_filter_response(band, k, **design)
+        freqs, h = sd_filter_response(band, k, num_freqs=16384, **design)
         mag = np.abs(h)
-        ax.plot(freqs, 20 * np.log10(np.maximum(mag / mag.max(), 1e-12)), label=f"{k} differentiations")
-    ax.set(xlabel="frequency (Hz)", ylabel="magnitude (dB, peak 0)", ylim=(-100, 3),
+        centre, width = response_shape(freqs, h, -3.0)
+        ax.plot(freqs, 20 * np.log10(np.maximum(mag / mag.max(), 1e-12)),
+                label=f"{k} differentiations: peak {centre:.0f} Hz, -3 dB width {width:.0f} Hz")
+    ax.set(xlabel="frequency (Hz)", ylabel="magnitude (dB, peak 0)", ylim=(-60, 3),
            title=f"filter {band + 1}: response after spatial differentiation")
     ax.grid(alpha=0.3)
     ax.legend()

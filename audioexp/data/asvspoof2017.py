@@ -41,7 +41,7 @@ from audioexp.data.protocols import ProtocolFileError, read_list_file, repeated
 from audioexp.data.validate import format_problems
 from audioexp.data.splits import first_per_group
 
-__all__ = ["ASVspoof2017", "KEYS", "ProtocolEntry", "ProtocolFileError", "SPLITS", "read_protocol"]
+__all__ = ["ASVspoof2017", "KEYS", "ProtocolEntry", "ProtocolFileError", "SPLITS", "read_protocol", "trim_silence"]
 
 SPLITS = ("train", "dev", "eval")
 KEYS = ("genuine", "spoof")
@@ -156,6 +156,12 @@ class ASVspoof2017(CheckedCorpus):
     resample : {"never", "down", "any"}
         Files at another rate: refused by default (the corpus is 16 kHz throughout, and replay
         cues lie in the upper band that a conversion would change: ours).
+    trim_silence_db : float, optional
+        Cut leading and trailing audio quieter than this many dB below the file's loudest
+        frame when a file is loaded (``librosa.effects.trim``, 25 ms frames, 10 ms hop), so
+        that silence at the ends, which in ASVspoof 2017 differs between genuine and replayed
+        files, is no cue. ``None`` (default): no trimming; the paper does not trim (it does not
+        say so, and describes no voice activity detection).
     """
 
     corpus_name = "ASVspoof 2017"
@@ -181,6 +187,7 @@ class ASVspoof2017(CheckedCorpus):
         silence_db: float | None = -60.0,
         validate: str = "header",
         skip_bad_files: bool = False,
+        trim_silence_db: float | None = None,
     ) -> None:
         if version not in LAYOUTS:
             raise ValueError(f"version must be 1 or 2, got {version!r}")
@@ -199,6 +206,9 @@ class ASVspoof2017(CheckedCorpus):
         self.cache_dir = Path(cache_dir) if cache_dir else self.root / ".audioexp"
         self.configure_checks(sample_rate, min_seconds, max_seconds, resample, silence_db, validate, skip_bad_files)
         self.splits_checked: tuple[str, ...] = SPLITS
+        if trim_silence_db is not None and trim_silence_db <= 0:
+            raise ValueError(f"trim_silence_db must be positive (dB below the loudest frame) or null, got {trim_silence_db}")
+        self.trim_silence_db = trim_silence_db
 
     def prepare_data(self, splits: tuple[str, ...] | list[str] = SPLITS) -> None:
         """Run the injected ``prepare`` (if any); fail with the expected layout when the root is
@@ -284,7 +294,35 @@ class ASVspoof2017(CheckedCorpus):
         return [audio / e.file for e in entries], np.array([e.label for e in entries], dtype=np.int64)
 
     def load(self, path: str | os.PathLike) -> np.ndarray:
-        """One utterance as float64 at ``sample_rate`` (errors name the file)."""
+        """One utterance as float64 at ``sample_rate`` (errors name the file), its silent ends cut
+        when ``trim_silence_db`` is set."""
         from audioexp.data.audio import load_audio
 
-        return load_audio(path, self.sample_rate, self.min_seconds, self.checks).numpy().astype(np.float64)
+        y = load_audio(path, self.sample_rate, self.min_seconds, self.checks).numpy().astype(np.float64)
+        if self.trim_silence_db is None:
+            return y
+        return trim_silence(y, self.sample_rate, self.trim_silence_db, min_seconds=self.min_seconds)
+
+    def feature_settings(self) -> dict:
+        """What the corpus does to audio beyond reading it (keys cached features)."""
+        return {"trim_silence_db": self.trim_silence_db}
+
+
+def trim_silence(waveform: np.ndarray, sample_rate: int, top_db: float, min_seconds: float = 0.0) -> np.ndarray:
+    """``waveform`` without its leading and trailing frames quieter than ``top_db`` below the
+    loudest (``librosa.effects.trim``, 25 ms frames, 10 ms hop). A file that would be cut below
+    ``min_seconds`` is returned whole.
+
+    Examples
+    --------
+    >>> x = np.concatenate([np.zeros(8000), np.sin(np.arange(16000) / 3.0), np.zeros(8000)])
+    >>> len(trim_silence(x, 16000, 40.0)) < 17000
+    True
+    """
+    import librosa
+
+    frame, hop = int(round(0.025 * sample_rate)), int(round(0.010 * sample_rate))
+    trimmed, _ = librosa.effects.trim(waveform, top_db=top_db, frame_length=frame, hop_length=hop)
+    if len(trimmed) < max(min_seconds * sample_rate, frame):
+        return waveform
+    return trimmed

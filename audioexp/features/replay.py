@@ -7,11 +7,14 @@ full-wave rectification, 20 ms Hamming frames every 10 ms, a 320-point DFT of ea
 - the centroid frequency (eq. 6), ``CF = sum_f f |W[f]| / sum_f |W[f]|``,
 - the centroid magnitude (eq. 7), ``CM = sum_f f |W[f]| / sum_f f``,
 
-over the DFT bins up to 950 Hz (bins 0-19 at 50 Hz spacing). The text calls CM "the
-magnitude at the frequency position given by CF", which eq. 7 does not compute; eq. 7
-is what is computed here. Bin 0 (DC, which dominates an envelope spectrum) enters CF's
-denominator when ``include_dc`` (default, the paper's ``f_l = 0``); it never changes CM
-(its weight ``f`` is 0).
+over the DFT bins up to 950 Hz (50 Hz spacing). The text calls CM "the magnitude at the
+frequency position given by CF", which eq. 7 does not compute; eq. 7 is what is computed
+here. Eq. 6 sums from ``f_l``, "the lower frequency limit of the subband signal"; the
+envelope's DC bin (its mean, which dominates an envelope spectrum) is not a frequency of
+its fluctuation, and counting it in CF's denominator makes CF mostly a measure of the
+envelope's level relative to its modulation. By default (``include_dc=False``) the sums run
+over bins 1-19 (50-950 Hz); ``include_dc=True`` adds bin 0 (the default before issue 15).
+DC never changes CM (its weight ``f`` is 0).
 
 Feature vectors (section 4.2): CF + deltas + double deltas (80 x 3); log CM, DCT-II
 across bands, first 40 coefficients, + deltas + double deltas (40 x 3); utterance-level
@@ -26,7 +29,13 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from audioexp.features.sd_filterbank import differentiation_matrix, resonator_bank, sd_filterbank
+from audioexp.features.sd_filterbank import (
+    BANDWIDTH_FACTOR,
+    F_MIN,
+    differentiation_matrix,
+    resonator_bank,
+    sd_filterbank,
+)
 
 __all__ = [
     "SDFBFeatures",
@@ -108,7 +117,7 @@ def spectral_envelope_centroids(
     hop_ms: float = 10.0,
     n_fft: int = 320,
     f_max: float = 950.0,
-    include_dc: bool = True,
+    include_dc: bool = False,
     eps: float = 1e-12,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Centroid frequency (eq. 6) and centroid magnitude (eq. 7) of band envelopes.
@@ -166,6 +175,7 @@ def triangular_filterbank_bands(
     num_filters: int = 80,
     frame_ms: float = 20.0,
     center_grid: str = "inner",
+    f_min: float = F_MIN,
 ) -> torch.Tensor:
     """Band signals of a triangular filterbank applied frame-wise in the DCT domain (section 5).
 
@@ -194,7 +204,7 @@ def triangular_filterbank_bands(
         raise ValueError(f"signal of {x.shape[-1]} samples is shorter than one {frame_ms:g} ms frame")
     frames = x[..., : nfr * frame].reshape(x.shape[0], nfr, frame)
     spec = dct(frames, type=2, norm="ortho", axis=-1)  # bin k at k * fs / (2 * frame) Hz
-    bank = resonator_bank(num_filters, sample_rate, center_grid=center_grid)
+    bank = resonator_bank(num_filters, sample_rate, f_min=f_min, center_grid=center_grid)
     centers = bank["center_hz"]
     lower = np.concatenate([[0.0], centers[:-1]])
     upper = np.concatenate([centers[1:], [sample_rate / 2.0]])
@@ -224,7 +234,7 @@ class SDFBFeatures:
         ``k`` (the paper: 0, 2, 4, 6).
     filterbank : {"iir", "triangular"}
         Second-order IIR band-passes (eq. 1) or triangles in the DCT domain (Table 1, "Tri").
-    num_filters, sample_rate, bandwidth_factor, unit_center_gain, center_grid
+    num_filters, sample_rate, f_min, bandwidth_factor, unit_center_gain, center_grid
         See :func:`audioexp.features.sd_filterbank.resonator_bank`.
     num_cepstra : int
         DCT coefficients of log CM kept (the paper: 40).
@@ -243,12 +253,13 @@ class SDFBFeatures:
     filterbank: str = "iir"
     num_filters: int = 80
     sample_rate: int = 16000
-    bandwidth_factor: float = 1.0
+    f_min: float = F_MIN
+    bandwidth_factor: float = BANDWIDTH_FACTOR
     unit_center_gain: bool = False
     center_grid: str = "inner"
     num_cepstra: int = 40
     delta_width: int = 2
-    include_dc: bool = True
+    include_dc: bool = False
     f_max: float = 950.0
     mvn: bool = True
     log_floor: float = 1e-10
@@ -275,11 +286,12 @@ class SDFBFeatures:
         """Differentiated band signals, shape (batch, bands, time)."""
         if self.filterbank == "iir":
             return sd_filterbank(waveform, self.sample_rate, self.num_filters, self.num_differentiations,
-                                 bandwidth_factor=self.bandwidth_factor, unit_center_gain=self.unit_center_gain,
+                                 f_min=self.f_min, bandwidth_factor=self.bandwidth_factor, unit_center_gain=self.unit_center_gain,
                                  center_grid=self.center_grid)
         from audioexp.features.sd_filterbank import spatially_differentiate
 
-        bands = triangular_filterbank_bands(waveform, self.sample_rate, self.num_filters, center_grid=self.center_grid)
+        bands = triangular_filterbank_bands(waveform, self.sample_rate, self.num_filters, center_grid=self.center_grid,
+                                            f_min=self.f_min)
         return spatially_differentiate(bands, self.num_differentiations)
 
     def __call__(self, waveform) -> np.ndarray:

@@ -69,10 +69,13 @@ from audioexp.utils.logging import log_once
 log = logging.getLogger(__name__)
 
 __all__ = [
+    "BANDWIDTH_FACTOR",
+    "F_MIN",
     "differentiation_matrix",
     "hz_to_mel",
     "mel_to_hz",
     "resonator_bank",
+    "response_shape",
     "sd_filter_response",
     "sd_filterbank",
     "sd_filterbank_reference",
@@ -90,29 +93,46 @@ def mel_to_hz(m):
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
+#: Lowest frequency of the centre grid (ours): puts filter 55 on Fig. 1's 3349.3 Hz (within 0.15 %).
+F_MIN = 100.0
+#: Bandwidth in channel spacings (ours): the smallest integer for which differentiation narrows
+#: filter 55 monotonically over k = 0..6 (at -3 and -20 dB), as Fig. 1 shows.
+BANDWIDTH_FACTOR = 8.0
+
+
 def resonator_bank(
     num_filters: int = 80,
     sample_rate: int = 16000,
-    f_min: float = 0.0,
+    f_min: float = F_MIN,
     f_max: float | None = None,
-    bandwidth_factor: float = 1.0,
+    bandwidth_factor: float = BANDWIDTH_FACTOR,
     unit_center_gain: bool = False,
     center_grid: str = "inner",
 ) -> dict[str, np.ndarray]:
     """Centres, bandwidths and coefficients of the second-order band-pass bank (eq. 1).
 
     Centres: ``num_filters`` points equally spaced on the HTK mel scale. ``center_grid``
-    "inner" (default, ours) takes the inner ``N`` of ``N + 2`` points over
-    ``[f_min, f_max]`` (80 filters over 0-8 kHz: the 55th is centred on 3175 Hz).
+    "inner" (default) takes the inner ``N`` of ``N + 2`` points over ``[f_min, f_max]``;
+    with the default ``f_min = 100 Hz`` (ours) filter 55 (index 54) is centred on 3344 Hz,
+    0.15 % from the paper's Fig. 1 (3349.3 Hz); over 0-8 kHz it would be 3175 Hz (5 % off).
     "edges" puts the first and last centre on ``f_min`` and ``f_max``
-    (``librosa.mel_frequencies(N, htk=True)``): filter 55 counted from 0 is then centred on
-    3346 Hz, closest to the paper's Fig. 1 (3349.3 Hz), but a centre on 0 Hz or on Nyquist
+    (``librosa.mel_frequencies(N, htk=True)``), but a centre on 0 Hz or on Nyquist
     coincides with a zero of eq. 1 (no pass band), so "edges" needs ``f_min > 0`` and
     ``f_max < sample_rate / 2``.
-    Bandwidth (ours; the paper does not give its rule): half the distance between the two
-    neighbouring centres (the grid continued by one mel step beyond each end), times
-    ``bandwidth_factor``, so that neighbours cross near their -3 dB points. Pole radius ``r = exp(-pi B / fs)`` (the -3 dB bandwidth of a resonator
-    is about ``B``), pole angle ``theta = 2 pi f_c / fs``.
+
+    Bandwidth (ours; the paper does not give its rule): ``B_i = bandwidth_factor`` times the
+    local channel spacing (half the distance between the two neighbouring centres, the grid
+    continued by one mel step beyond each end). Pole radius ``r = exp(-pi B / fs)`` (the
+    -3 dB bandwidth of a resonator is about ``B``), pole angle ``theta = 2 pi f_c / fs``.
+    The default factor 8 makes neighbouring filters overlap by eight channels, and this is
+    what makes spatial differentiation *sharpen* a filter, as the paper's Fig. 1 and section 2
+    say: the difference of two filters much closer than their bandwidth is (up to a scale) the
+    derivative of the response with respect to the centre, whose poles are double, so ``k``
+    differences approximate a resonance with a ``(k + 1)``-fold pole, whose -3 dB width is
+    ``sqrt(2^(1/(k+1)) - 1)`` of the original. When filters barely overlap
+    (``bandwidth_factor = 1``, neighbours crossing near -3 dB: the design before issue 15) the
+    difference of two resonators is a two-humped band *wider* than either, and the width of
+    filter 55 grows with ``k``. Measured widths: ``experiments/asvspoof2017.md``.
 
     Parameters
     ----------
@@ -200,6 +220,56 @@ def sd_filter_response(
         _, h = signal.freqz(bank["b"][j], bank["a"][j], worN=num_freqs, fs=sample_rate)
         response += row[j] * h
     return freqs, response
+
+
+def response_shape(freqs: np.ndarray, response: np.ndarray, level_db: float = -3.0) -> tuple[float, float]:
+    """Peak frequency and width of a band-pass response at ``level_db`` below its peak.
+
+    The magnitude is normalised to 1 at its peak ("unit gain", as the paper's Fig. 1); the
+    width is the contiguous span around the peak where it stays at or above the level,
+    interpolated linearly between the grid points where it crosses.
+
+    Parameters
+    ----------
+    freqs : ndarray, shape (n,)
+        Increasing frequencies, in Hz.
+    response : ndarray, shape (n,)
+        Complex or magnitude response on ``freqs``.
+    level_db : float
+        Negative: -3 for the -3 dB width, -20 for the skirts.
+
+    Returns
+    -------
+    centre_hz, width_hz : float
+        The width runs to the grid's end where the response does not fall that far.
+
+    Examples
+    --------
+    >>> f = np.linspace(0, 100, 1001)
+    >>> response_shape(f, np.maximum(1 - np.abs(f - 50) / 20, 0), -20 * np.log10(2))
+    (50.0, 20.0)
+    """
+    mag = np.abs(np.asarray(response))
+    freqs = np.asarray(freqs, dtype=np.float64)
+    if mag.ndim != 1 or mag.shape != freqs.shape or len(mag) < 2:
+        raise ValueError(f"freqs and response must be 1-D of one length >= 2, got {freqs.shape}, {mag.shape}")
+    if level_db >= 0:
+        raise ValueError(f"level_db must be negative, got {level_db}")
+    mag = mag / mag.max()
+    peak = int(np.argmax(mag))
+    level = 10.0 ** (level_db / 20.0)
+
+    def edge(step: int) -> float:
+        i = peak
+        while 0 <= i + step < len(mag) and mag[i + step] >= level:
+            i += step
+        j = i + step
+        if not 0 <= j < len(mag):
+            return float(freqs[i])
+        t = (mag[i] - level) / (mag[i] - mag[j])  # linear crossing between i and j
+        return float(freqs[i] + t * (freqs[j] - freqs[i]))
+
+    return float(freqs[peak]), edge(+1) - edge(-1)
 
 
 def differentiation_matrix(num_bands: int, num_differentiations: int) -> np.ndarray:
@@ -565,7 +635,7 @@ def _filterbank_compiled(kernel, x: torch.Tensor, coeffs: dict, num_threads: int
 
 def sd_filterbank(
     waveform: torch.Tensor, sample_rate: int = 16000, num_filters: int = 80, num_differentiations: int = 0,
-    f_min: float = 0.0, f_max: float | None = None, bandwidth_factor: float = 1.0, unit_center_gain: bool = False,
+    f_min: float = F_MIN, f_max: float | None = None, bandwidth_factor: float = BANDWIDTH_FACTOR, unit_center_gain: bool = False,
     center_grid: str = "inner", block_size: int = 32, dtype: torch.dtype = torch.float64,
     implementation: str = "auto", num_threads: int | None = None, out: torch.Tensor | None = None,
 ) -> torch.Tensor:
@@ -654,7 +724,7 @@ def sd_filterbank(
 
 def sd_filterbank_reference(
     waveform: np.ndarray, sample_rate: int = 16000, num_filters: int = 80, num_differentiations: int = 0,
-    f_min: float = 0.0, f_max: float | None = None, bandwidth_factor: float = 1.0, unit_center_gain: bool = False,
+    f_min: float = F_MIN, f_max: float | None = None, bandwidth_factor: float = BANDWIDTH_FACTOR, unit_center_gain: bool = False,
     center_grid: str = "inner",
 ) -> np.ndarray:
     """The direct computation: one ``scipy.signal.lfilter`` per filter, then the differences.

@@ -55,6 +55,8 @@ def extract_features(corpus, frontend, split: str, cache_dir: Path | None) -> tu
     """
     paths, labels = corpus.utterances(split)
     settings = frontend.settings()
+    if hasattr(corpus, "feature_settings"):  # e.g. silence trimming: what the corpus does to the audio
+        settings = {**settings, **{f"corpus.{k}": v for k, v in corpus.feature_settings().items()}}
     stamp = [(Path(p).name, *_size_mtime(p)) for p in paths]
     key = cache_key(sorted(settings.items()), str(Path(corpus.root).resolve()), split, stamp)
     cache = cache_dir / f"{settings['class']}-{split}-{key}.npz" if cache_dir else None

@@ -64,3 +64,35 @@ def test_fusion_experiment_reports_single_feature_and_score_fusion(asvspoof_corp
 def test_score_fusion_needs_dev_and_eval(asvspoof_corpus, tmp_path):
     with pytest.raises(ValueError, match="dev scores"):
         _run("asvspoof17_fusion", asvspoof_corpus, tmp_path, ["gmm.protocols=[eval]", "gmm.feature_fusion=[]"])
+
+
+def test_table1_multirun_ends_in_the_papers_table(tmp_path):
+    """`python -m audioexp -m +experiment=asvspoof17_table1 data=asvspoof2017_mini` (cut to two rows at
+    k = 6, 2 files per class and 2-component GMMs) writes table1.md: the paper's three rows and four
+    columns, our dev / eval EER from each job, the paper's eval EER beside it."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIOEXP_")}
+    argv = [sys.executable, "-m", "audioexp", "-m", "+experiment=asvspoof17_table1", "data=asvspoof2017_mini",
+            "table1_row=cf,cm_tri", "frontends.sdfb.num_differentiations=6", "data.max_files_per_class=2", "backend.n_components=2",
+            "backend.max_iter=10", "logger=none"]
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (table,) = tmp_path.glob("logs/fit_gmm/multiruns/asvspoof17_table1/*/table1.md")
+    rows = [line for line in table.read_text().splitlines() if line.startswith("| ")]
+    assert rows[0] == "| feature | no SD | 2 SD | 4 SD | 6 SD |"
+    assert [r.split(" | ")[0] for r in rows[2:]] == ["| CF + D + DD", "| CM + D + DD", "| CM + D + DD (Tri)"]
+    jobs = sorted(table.parent.glob("*/metrics.json"))
+    assert len(jobs) == 2
+    for job in jobs:
+        cfg = (job.parent / ".hydra" / "overrides.yaml").read_text()
+        row = {"cf": 2, "cm": 3, "cm_tri": 4}[cfg.split("table1_row=")[1].split()[0].strip("'\"")]
+        k = int(cfg.split("num_differentiations=")[1].split()[0].strip("'\""))
+        m = json.loads(job.read_text())
+        cell = rows[row].split(" | ")[1 + k // 2]
+        assert cell.startswith(f"{100 * m['dev/sdfb/eer']:.2f} / {100 * m['eval/sdfb/eer']:.2f} (")
+    assert rows[2].split(" | ")[2] == "- / - (14.31)"  # k = 2 was not run: marked, with the paper's figure
+    assert rows[3].split(" | ")[4] == "- / - (10.93) |"
+    assert "generated miniature corpus, not a reproduction" in table.read_text()

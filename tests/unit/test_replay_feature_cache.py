@@ -75,3 +75,30 @@ def test_a_file_bad_only_when_read_is_skipped_and_counted_or_named(mini, tmp_pat
     strict.prepare_data(("train",))
     with pytest.raises(AudioFileError, match=str(paths[2]) + ": is digitally silent"):
         extract_features(strict, FrameEnergy(), "train", None)
+
+
+def test_silence_trimming_cuts_the_silent_ends_and_keys_the_cache(mini, tmp_path):
+    """data.trim_silence_db: the silent ends of a file are cut (to within a 10 ms hop of where
+    the tone starts and stops), and trimmed features never come from an untrimmed cache."""
+    from audioexp.data.asvspoof2017 import trim_silence
+
+    sr = 16000
+    rng = np.random.default_rng(0)
+    tone = 0.5 * np.sin(2 * np.pi * 440 * np.arange(sr) / sr)
+    x = np.concatenate([1e-4 * rng.standard_normal(sr // 2), tone, 1e-4 * rng.standard_normal(sr // 4)])
+    y = trim_silence(x, sr, 40.0)
+    start = int(np.flatnonzero(np.isin(x, y[:50]))[0])  # where the kept part begins in x
+    assert abs(start - sr // 2) <= 400 and abs(len(y) - sr) <= 800
+    assert np.array_equal(trim_silence(x, sr, 40.0, min_seconds=2.0), x)  # too short after trimming: whole
+    with pytest.raises(ValueError, match="trim_silence_db"):
+        ASVspoof2017(mini, trim_silence_db=-3)
+    plain = ASVspoof2017(mini, cache_dir=tmp_path / "cache")
+    trimmed = ASVspoof2017(mini, cache_dir=tmp_path / "cache", trim_silence_db=30.0)
+    for corpus in (plain, trimmed):
+        corpus.prepare_data(("train",))
+    frontend = FrameEnergy()
+    a, _ = extract_features(plain, frontend, "train", tmp_path / "features")
+    b, _ = extract_features(trimmed, frontend, "train", tmp_path / "features")
+    assert frontend.calls == 12  # the trimmed run did not reuse the untrimmed cache
+    paths, _ = trimmed.utterances("train")
+    assert len(b[0]) == len(trimmed.load(paths[0])) // 160 and len(b[0]) <= len(a[0])

@@ -18,6 +18,7 @@ from audioexp.features.replay import (
 from audioexp.features.sd_filterbank import (
     differentiation_matrix,
     resonator_bank,
+    response_shape,
     sd_filterbank,
     sd_filterbank_reference,
     spatially_differentiate,
@@ -26,13 +27,18 @@ from audioexp.features.sd_filterbank import (
 
 def test_filters_stable_centres_on_mel_grid_and_unit_centre_gain():
     bank = resonator_bank(80, 16000)
-    assert np.all(bank["radius"] < 1.0) and np.all(bank["radius"] > 0.9)
+    assert np.all(bank["radius"] < 1.0) and np.all(bank["radius"] > 0.6)
     for i in range(80):
         assert np.all(np.abs(np.roots(bank["a"][i])) < 1.0)
     mel = 2595 * np.log10(1 + bank["center_hz"] / 700)
     assert np.allclose(np.diff(mel), np.diff(mel)[0])
-    assert bank["center_hz"][0] > 0 and bank["center_hz"][-1] < 8000
-    # "edges" grid: filter 55 (from 0) on 3346 Hz, the paper's Fig. 1 says 3349.3 Hz
+    assert bank["center_hz"][0] > 100 and bank["center_hz"][-1] < 8000
+    # bandwidth: 8 local channel spacings (half the distance between the neighbours)
+    spacing = np.diff(bank["center_hz"][53:56]).sum() / 2
+    assert bank["bandwidth_hz"][54] == pytest.approx(8 * spacing, rel=1e-2)
+    # pole radius from the bandwidth: r = exp(-pi B / fs)
+    assert np.allclose(bank["radius"], np.exp(-np.pi * bank["bandwidth_hz"] / 16000))
+    # "edges" grid: filter 55 (from 0) on 3346 Hz
     edges = resonator_bank(80, 16000, f_min=1e-3, f_max=8000 - 1e-3, center_grid="edges")
     assert abs(edges["center_hz"][55] - 3349.3) < 5
     with pytest.raises(ValueError, match="zeros"):
@@ -199,10 +205,16 @@ def test_block_size_and_short_inputs_match_reference(block):
 
 
 def test_torch_path_for_accelerators_equals_numpy_path():
-    from audioexp.features.sd_filterbank import _block_operators, _filterbank_numpy, _filterbank_torch
+    from audioexp.features.sd_filterbank import (
+        BANDWIDTH_FACTOR,
+        F_MIN,
+        _block_operators,
+        _filterbank_numpy,
+        _filterbank_torch,
+    )
 
     x = np.random.default_rng(7).standard_normal((2, 1500))
-    ops = _block_operators(80, 16000, 0.0, None, 1.0, False, "inner", 6, 16)
+    ops = _block_operators(80, 16000, F_MIN, None, BANDWIDTH_FACTOR, False, "inner", 6, 16)
     assert not ops["qt"].flags.writeable  # cached operators cannot be changed by a caller
     a = _filterbank_numpy(x, ops, 80)
     b = _filterbank_torch(torch.from_numpy(x), ops, 80).numpy()
@@ -231,24 +243,57 @@ def test_impulse_response_matches_scipy_per_band():
     assert np.abs(ours - expected).max() < 1e-9 * np.abs(expected).max()
 
 
-def test_differentiation_steepens_skirts_and_moves_centre_up():
-    """Fig. 1: after 3 and 6 differentiations filter 55 has steeper skirts and a higher centre.
-
-    (With our bandwidth rule the -3 dB width does not shrink; the skirts fall by 40-70 dB.)
-    """
-    n = 8192
+def _band_54(k: int, **design):
+    """Filter 55's response after k differentiations, from the filterbank's impulse response."""
+    n = 16384
     impulse = np.zeros(n)
     impulse[0] = 1.0
-    freqs = np.fft.rfftfreq(n, 1 / 16000)
-    h = {k: sd_filterbank(torch.from_numpy(impulse), num_differentiations=k, unit_center_gain=True).numpy()[54]
-         for k in (0, 3, 6)}
-    mags = {k: np.abs(np.fft.rfft(v)) for k, v in h.items()}
-    peaks = [freqs[np.argmax(mags[k])] for k in (0, 3, 6)]
-    assert peaks[0] < peaks[1] < peaks[2]
-    for f_skirt in (1000.0, 6000.0):
-        j = np.argmin(np.abs(freqs - f_skirt))
-        att = [20 * np.log10(mags[k][j] / mags[k].max()) for k in (0, 3, 6)]
-        assert att[0] - 30 > att[1] and att[1] - 20 > att[2], att
+    h = sd_filterbank(torch.from_numpy(impulse), num_differentiations=k, **design).numpy()[54]
+    return np.fft.rfftfreq(n, 1 / 16000), np.abs(np.fft.rfft(h))
+
+
+def test_fig1_default_design_sharpens_filter_55_with_differentiation():
+    """Fig. 1 / section 2: filter 55 centred on 3349.3 Hz at k = 0, its centre moving up and its
+    -3 dB width and -20 dB skirts narrowing with every differentiation (default design, unit gain
+    at the peak as the figure)."""
+    shapes = {k: (response_shape(*_band_54(k), -3.0), response_shape(*_band_54(k), -20.0)) for k in range(7)}
+    centre0 = shapes[0][0][0]
+    assert abs(centre0 - 3349.3) < 0.01 * 3349.3, centre0
+    centres = [shapes[k][0][0] for k in range(7)]
+    assert all(np.diff(centres) > 0), centres
+    widths3 = [shapes[k][0][1] for k in (0, 2, 4, 6)]
+    widths20 = [shapes[k][1][1] for k in (0, 2, 4, 6)]
+    assert all(np.diff(widths3) < 0), widths3
+    assert all(np.diff(widths20) < 0), widths20
+    assert widths3[-1] < 0.6 * widths3[0] and widths20[-1] < 0.3 * widths20[0]
+    # the mechanism: k differences of strongly overlapping filters act like a (k + 1)-fold pole,
+    # whose -3 dB width is sqrt(2^(1/(k+1)) - 1) of a single pole's; the bank follows the trend
+    ratio = widths3[1] / widths3[0]
+    assert ratio < 0.75, ratio
+
+
+def test_fig1_half_spacing_design_widens_instead():
+    """The design before issue 15 (B = one channel spacing, grid from 0 Hz): the -3 dB width of
+    filter 55 grows with k, the opposite of Fig. 1; kept as an option, so pin what it does."""
+    old = {"f_min": 0.0, "bandwidth_factor": 1.0}
+    widths = [response_shape(*_band_54(k, **old), -3.0)[1] for k in (0, 2, 4, 6)]
+    assert all(np.diff(widths) > 0), widths
+    assert abs(response_shape(*_band_54(0, **old), -3.0)[0] - 3175.0) < 10
+
+
+def test_response_shape_matches_a_hand_computed_resonance():
+    """-3 dB width of a second-order resonator against its closed form, on a fine grid."""
+    fs, fc, bw = 16000.0, 2000.0, 200.0
+    r = np.exp(-np.pi * bw / fs)
+    f, h = scipy.signal.freqz([1.0, 0.0, -1.0], [1.0, -2 * r * np.cos(2 * np.pi * fc / fs), r * r],
+                              worN=1 << 16, fs=fs)
+    centre, width = response_shape(f, h, -3.0)
+    assert abs(centre - fc) < 0.002 * fc  # the peak of (1 - z^-2) / A(z) sits near, not on, the pole angle
+    assert width == pytest.approx(bw, rel=0.02)
+    # the -20 dB width of a resonance is about sqrt(99) times its -3 dB width
+    assert response_shape(f, h, -20.0)[1] == pytest.approx(np.sqrt(99) * bw, rel=0.05)
+    with pytest.raises(ValueError, match="negative"):
+        response_shape(f, h, 3.0)
 
 
 def test_bad_input_raises():
@@ -336,7 +381,9 @@ def test_cqcc_static_part_against_librosa_and_dct():
     import librosa
 
     x = np.random.default_rng(5).standard_normal(8000)
-    ours = cqcc_mod.cqcc(x)
+    # the linear-interpolation, constant-Q path (the defaults follow baseline_CM.m: tests/unit/test_cqcc_baseline.py)
+    ours = cqcc_mod.cqcc(x, hop_length=256, num_ceps=19, include_c0=False, log_energy=True, variable_q=False,
+                         interpolation="linear", eps=1e-10)
     spec = np.abs(librosa.cqt(x, sr=16000, hop_length=256, fmin=15.625, n_bins=864, bins_per_octave=96)) ** 2
     geo = 15.625 * 2 ** (np.arange(864) / 96)
     lin = np.arange(15.625, geo[-1] + 1e-9, 15.625 / 16)
@@ -344,7 +391,7 @@ def test_cqcc_static_part_against_librosa_and_dct():
     ref = dct(uniform, type=2, norm="ortho", axis=0)[1:20].T
     np.testing.assert_allclose(ours[:, :19], ref, rtol=1e-6, atol=1e-6)
     np.testing.assert_allclose(ours[:, 19], np.log(spec.sum(0) + 1e-10), rtol=1e-10)
-    assert cqcc_mod.CQCCFeatures()(x).shape == (ours.shape[0], 60)
+    assert cqcc_mod.CQCCFeatures(variant="paper_text", hop_length=256)(x).shape == (ours.shape[0], 60)
 
 
 @pytest.mark.parametrize("k", [0, 3, 6])
