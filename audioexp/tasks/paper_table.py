@@ -22,7 +22,7 @@ The block (see ``conf/experiment/asvspoof17_table1.yaml``)::
       splits: [dev, eval]            # the splits shown in each cell
       scale: 100                      # metric x scale (EER as a fraction -> %)
       paper_split: eval               # the split the paper's numbers are on
-      rows:                           # row id -> label, match (config key: value), metric, paper
+      rows:                           # row id -> label, match (config key: value), metric, paper, splits
         cf: {label: "CF + D + DD", match: {table1_row: cf}, paper: {0: 20.67, 2: 14.31}}
       columns:                        # column id -> label, match (omitted: one column)
         0: {label: "no SD", match: {frontends.sdfb.num_differentiations: 0}}
@@ -101,7 +101,7 @@ def fill_table(spec: Mapping, jobs: Sequence[tuple[Mapping, Mapping | None]]) ->
                 raise ValueError(f"{len(found)} jobs match the cell ({rid}, {cid}) of {spec.get('file')}: {match}")
             metrics = found[0] if found else None
             values = {}
-            for split in splits:
+            for split in row.get("splits") or splits:  # a row may have fewer (a fusion trained on dev)
                 name = str(metric).format(split=split)
                 value = None if metrics is None else metrics.get(name)
                 values[split] = None if value is None else scale * float(value)
@@ -135,7 +135,7 @@ def render_table(spec: Mapping, cells: Mapping[tuple[str, str], Mapping[str, flo
             if values is None:
                 ours = "not built here" if not row.get("metric", spec.get("metric")) else "-"
             else:
-                ours = " / ".join(_fmt(values[s], digits) for s in splits)
+                ours = " / ".join(_fmt(values.get(s), digits) for s in splits)
             out.append(ours + paper_text)
         lines.append("| " + " | ".join(out) + " |")
     notes = spec.get("notes")

@@ -96,3 +96,29 @@ def test_table1_multirun_ends_in_the_papers_table(tmp_path):
     assert rows[2].split(" | ")[2] == "- / - (14.31)"  # k = 2 was not run: marked, with the paper's figure
     assert rows[3].split(" | ")[4] == "- / - (10.93) |"
     assert "generated miniature corpus, not a reproduction" in table.read_text()
+
+
+def test_table2_multirun_ends_in_the_papers_table(tmp_path):
+    """`python -m audioexp -m +experiment=asvspoof17_table2 data=asvspoof2017_mini` (cut to the LFCC
+    baseline and the SD systems with their fusions) writes table2.md with the paper's rows."""
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("AUDIOEXP_")}
+    argv = [sys.executable, "-m", "audioexp", "-m", "+experiment=asvspoof17_table2", "data=asvspoof2017_mini",
+            "table2_system=lfcc,sd_fusion", "data.max_files_per_class=2", "backend.n_components=2", "logger=none"]
+    proc = subprocess.run(argv, cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (table,) = tmp_path.glob("logs/fit_gmm/multiruns/asvspoof17_table2/*/table2.md")
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1] for line in table.read_text().splitlines()
+            if line.startswith("| ") and not line.startswith("| ---")}
+    metrics = {}
+    for job in table.parent.glob("*/metrics.json"):
+        metrics.update(json.loads(job.read_text()))
+    assert rows["B2 TC [25]"] == "not built here (14.89) |"
+    assert rows["B1 CQCC [18] (baseline_CM.m: c0-c29 + D + DD)"] == "- / - (12.24) |"  # not run here
+    assert rows["S1 + S2 (feature level)"] == f"{100 * metrics['dev/cf+cm/eer']:.2f} / {100 * metrics['eval/cf+cm/eer']:.2f} (8.58) |"
+    assert rows["S1 + S2 (score level)"] == f"- / {100 * metrics['eval/score(cf+cm)/eer']:.2f} (8.80) |"
+    assert rows["LFCC (ASVspoof 2019 baseline; not in the paper)"] == (
+        f"{100 * metrics['dev/lfcc/eer']:.2f} / {100 * metrics['eval/lfcc/eer']:.2f} |")
