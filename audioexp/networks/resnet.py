@@ -6,7 +6,7 @@ made is ``first_conv``:
 
 - ``random`` (default): a freshly initialised layer (PyTorch's default initialisation),
   the rest of the network pretrained. This is what fastai audio's ``audio_learner`` did
-  from 2019-05-28 to 2019-06-17 (``learn.model[0][0] = nn.Conv2d(1, 64, ...)`` after
+  from 2019-05-28 to 2019-06-14 (``learn.model[0][0] = nn.Conv2d(1, 64, ...)`` after
   ``cnn_learner``, whose ``pretrained`` defaults to True) and the plain reading of the
   paper, which "sets" that layer;
 - ``copy_red``: keep input channel 0 of the RGB kernel: fastai audio's ``adapt_conv``
