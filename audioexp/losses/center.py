@@ -26,7 +26,7 @@ Dimension reduction: the choice that makes lambda = 5 coherent. Read literally (
 squared norm summed over the 128 bottleneck dimensions, 1/2, both terms reduced alike),
 lambda = 5 is about 1,700 times Wen et al.'s 0.003 (which is in that normalisation), and
 on our miniature VoxCeleb1 it collapses every embedding onto its center while the softmax
-stays at chance, with and without a warm-up (``experiments/voxceleb.md``, lambda study).
+stays at chance, with and without a warm-up (``experiments/voxceleb.md``).
 With the squared distance *averaged* over the feature dimensions (a per-dimension mean
 squared error, what ``F.mse_loss(x, c[y])`` computes), lambda = 5 equals 5 / 128 = 0.039 of the literal reading: the value that
 trains well on the miniature corpus, within an order of magnitude of Wen et al.'s
