@@ -27,8 +27,10 @@ $(STAMP): $(LOCK) pyproject.toml
 smoke: install
 	$(BIN)/python -m audioexp.smoke
 
+# two workers (pytest-xdist); a module's tests that depend on each other's order share an
+# xdist_group (the README's commands)
 test: install
-	WANDB_MODE=offline $(BIN)/python -m pytest
+	WANDB_MODE=offline $(BIN)/python -m pytest -n 2 --dist loadgroup
 
 # the demo's data config writes the miniature FM corpus on first use (data/minicorpus/fm_broadcast)
 demo: install
