@@ -48,7 +48,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from audioexp.features.replay import deltas, utterance_mvn, with_deltas
+from audioexp.features.replay import deltas, frames_out, with_deltas
 
 __all__ = [
     "LFCCFeatures",
@@ -332,24 +332,13 @@ class LFCCFeatures:
         return 3 * self.num_ceps
 
     def __call__(self, waveform) -> np.ndarray:
-        """Features of one utterance.
-
-        Parameters
-        ----------
-        waveform : ndarray or Tensor, shape (time,)
-
-        Returns
-        -------
-        ndarray, float64, shape (frames, dim)
-        """
+        """Features of one utterance: waveform (time,) in, float64 (frames, dim) out."""
         static = lfcc(np.asarray(waveform, dtype=np.float64), self.sample_rate, self.frame_ms, self.hop_ms,
                       self.n_fft, self.num_filters, self.num_ceps, self.f_min, self.f_max, self.preemphasis)
         s = torch.from_numpy(static.T.copy())
         d1 = slope_deltas(s, self.delta_window)
         feats = torch.cat([s, d1, slope_deltas(d1, self.delta_window)], dim=0)
-        if self.mvn:
-            feats = utterance_mvn(feats)
-        return feats.T.contiguous().numpy()
+        return frames_out(feats, self.mvn)
 
 
 @dataclass(eq=False, repr=False)
@@ -397,19 +386,8 @@ class MFCCFeatures:
         return 3 * self.num_ceps
 
     def __call__(self, waveform) -> np.ndarray:
-        """Features of one utterance.
-
-        Parameters
-        ----------
-        waveform : ndarray or Tensor, shape (time,)
-
-        Returns
-        -------
-        ndarray, float64, shape (frames, dim)
-        """
+        """Features of one utterance: waveform (time,) in, float64 (frames, dim) out."""
         static = mfcc(np.asarray(waveform, dtype=np.float64), self.sample_rate, self.num_ceps, self.n_mels,
                       self.frame_ms, self.hop_ms, self.n_fft, self.f_min, self.f_max)
         feats = with_deltas(torch.from_numpy(static.T.copy()), self.delta_width)
-        if self.mvn:
-            feats = utterance_mvn(feats)
-        return feats.T.contiguous().numpy()
+        return frames_out(feats, self.mvn)

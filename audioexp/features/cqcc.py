@@ -67,7 +67,7 @@ from dataclasses import dataclass, fields
 import numpy as np
 import torch
 
-from audioexp.features.replay import utterance_mvn, with_deltas
+from audioexp.features.replay import frames_out, with_deltas
 
 __all__ = ["CQCCFeatures", "cqcc", "toolbox_num_bins", "uniform_cepstrum_operator"]
 
@@ -285,20 +285,9 @@ class CQCCFeatures:
         return 3 * (c["num_ceps"] + int(c["include_c0"]) + int(c["log_energy"]))
 
     def __call__(self, waveform) -> np.ndarray:
-        """Features of one utterance.
-
-        Parameters
-        ----------
-        waveform : ndarray or Tensor, shape (time,)
-
-        Returns
-        -------
-        ndarray, float64, shape (frames, dim)
-        """
+        """Features of one utterance: waveform (time,) in, float64 (frames, dim) out."""
         static = cqcc(np.asarray(waveform, dtype=np.float64), self.sample_rate, self.bins_per_octave,
                       self.num_octaves, hop_length=self.hop_length, resample_d=self.resample_d,
                       variable_q=self.variable_q, interpolation=self.interpolation, **self.coefficients())
         feats = with_deltas(torch.from_numpy(static.T.copy()), self.delta_width)
-        if self.mvn:
-            feats = utterance_mvn(feats)
-        return feats.T.contiguous().numpy()
+        return frames_out(feats, self.mvn)

@@ -40,6 +40,7 @@ from audioexp.features.sd_filterbank import (
 __all__ = [
     "SDFBFeatures",
     "deltas",
+    "frames_out",
     "spectral_envelope_centroids",
     "triangular_filterbank_bands",
     "utterance_mvn",
@@ -98,6 +99,18 @@ def utterance_mvn(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     mean = features.mean(dim=-1, keepdim=True)
     std = features.std(dim=-1, unbiased=False, keepdim=True)
     return (features - mean) / (std + eps)
+
+
+def frames_out(feats: torch.Tensor, mvn: bool) -> np.ndarray:
+    """A front-end's (dim, frames) tensor as the GMM system takes it: (frames, dim) float64 NumPy,
+    mean and variance normalised over the utterance when ``mvn``.
+
+    >>> frames_out(torch.arange(6.0).reshape(2, 3), mvn=False).shape
+    (3, 2)
+    """
+    if mvn:
+        feats = utterance_mvn(feats)
+    return feats.T.contiguous().numpy()
 
 
 def _envelope_dft(frame_length: int, n_fft: int, num_bins: int, dtype, device) -> torch.Tensor:
@@ -295,16 +308,7 @@ class SDFBFeatures:
         return spatially_differentiate(bands, self.num_differentiations)
 
     def __call__(self, waveform) -> np.ndarray:
-        """Features of one utterance.
-
-        Parameters
-        ----------
-        waveform : ndarray or Tensor, shape (time,)
-
-        Returns
-        -------
-        ndarray, float64, shape (frames, dim)
-        """
+        """Features of one utterance: waveform (time,) in, float64 (frames, dim) out."""
         x = torch.as_tensor(np.asarray(waveform, dtype=np.float64)).reshape(1, -1)
         cf, cm = spectral_envelope_centroids(self.bands(x), self.sample_rate, f_max=self.f_max,
                                              include_dc=self.include_dc)
@@ -318,6 +322,4 @@ class SDFBFeatures:
             cep = dct(log_cm, type=2, norm="ortho", axis=0)[: self.num_cepstra]
             parts.append(with_deltas(torch.from_numpy(cep), self.delta_width))
         feats = torch.cat(parts, dim=0)
-        if self.mvn:
-            feats = utterance_mvn(feats)
-        return feats.T.contiguous().numpy()
+        return frames_out(feats, self.mvn)
