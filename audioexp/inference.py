@@ -13,7 +13,7 @@ import os
 import numpy as np
 import torch
 
-from audioexp.data.audio import load_audio
+from audioexp.data.audio import fix_length, load_audio
 from audioexp.data.validate import AudioChecks
 from audioexp.utils.runs import load_model
 
@@ -61,3 +61,197 @@ def run_checks(data_cfg) -> AudioChecks:
     get = data_cfg.get
     return AudioChecks(int(get("sample_rate", 16000)), float(get("min_seconds", get("min_clip_seconds", 0.0)) or 0.0),
                        get("max_seconds"), get("resample", "any"), get("silence_db", -60.0))
+
+
+# --- predict: a finished run as a function of audio -------------------------------------------
+
+#: Suffixes of the audio files a folder argument is searched for (what soundfile reads).
+AUDIO_SUFFIXES = (".wav", ".flac", ".ogg")
+#: Suffixes of list files: one audio path per line, relative to the list's folder.
+LIST_SUFFIXES = (".txt", ".lst", ".list", ".scp")
+
+
+def expand_paths(paths) -> list:
+    """Audio files named by ``paths``: files as given, folders recursed (sorted, the
+    :data:`AUDIO_SUFFIXES`), list files (:data:`LIST_SUFFIXES`) read line by line (blank lines
+    and ``#`` comments skipped; relative paths are relative to the list's folder).
+
+    Raises
+    ------
+    FileNotFoundError
+        A path that does not exist (named), or nothing to predict on.
+    """
+    from pathlib import Path
+
+    out = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES))
+        elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
+            for line in p.read_text().splitlines():
+                line = line.split("#", 1)[0].strip()
+                if line:
+                    q = Path(line)
+                    out.append(q if q.is_absolute() else p.parent / q)
+        elif p.exists():
+            out.append(p)
+        else:
+            raise FileNotFoundError(f"{p} does not exist (give audio files, folders or a list file)")
+    if not out:
+        raise FileNotFoundError(f"no audio file ({', '.join(AUDIO_SUFFIXES)}) in {[str(p) for p in paths]}")
+    return out
+
+
+def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
+    """Start of each window that tiles ``num_samples`` (every ``hop``; one more, ending at the
+    signal's end, when the last falls short of it); one window at 0 for a shorter signal.
+
+    Examples
+    --------
+    >>> window_starts(10, 4, 4), window_starts(8, 4, 4), window_starts(3, 4, 4)
+    ([0, 4, 6], [0, 4], [0])
+    """
+    if window < 1 or hop < 1:
+        raise ValueError(f"window and hop must be >= 1 sample, got {window}, {hop}")
+    if num_samples <= window:
+        return [0]
+    starts = list(range(0, num_samples - window + 1, hop))
+    if starts[-1] + window < num_samples:
+        starts.append(num_samples - window)
+    return starts
+
+
+class Predictor:
+    """A finished run as a function of audio (``audioexp.load(run_dir)``).
+
+    - classifiers (speech/music, VoxCeleb identification, IEMOCAP emotion): :meth:`predict`
+      gives the class probabilities and the top class;
+    - speaker verification (a VoxCeleb verification run): :meth:`predict` gives the embedding,
+      :meth:`score` the cosine score of two files or waveforms.
+
+    Audio at any rate or channel count is converted as in training (down-mixed, resampled,
+    each said once; a run whose corpus refuses other rates refuses them here too). Long files:
+
+    - a run on fixed-length clips (speech/music, ``data.clip_seconds``): the file is cut into
+      windows of the clip length tiling it (the last one ending at the file's end), the windows
+      go through the network ``batch_size`` at a time (memory bounded by that), and the class
+      probabilities are averaged over the windows; a shorter file is zero-padded at its end, as
+      in evaluation;
+    - a run on whole utterances (VoxCeleb, IEMOCAP): the file goes through whole, as in
+      evaluation; beyond ``model.eval_window_seconds`` (60 s) the network itself embeds it
+      window by window and pools the windows' embeddings weighted by their frames
+      (:mod:`audioexp.networks.windowed`), so memory is bounded by the window.
+    """
+
+    def __init__(self, model, cfg, device: str = "cpu", batch_size: int = 8) -> None:
+        self.model = model.to(device).eval()
+        self.cfg = cfg
+        self.device = device
+        self.batch_size = int(batch_size)
+        data = cfg.data
+        self.sample_rate = int(getattr(model.frontend, "sample_rate", data.get("sample_rate", 16000)))
+        # fixed-length clips (data.clip_seconds): windows of the clip length, a shorter file padded
+        # with zeros at its end as in evaluation; utterance corpora: the whole file, as in
+        # evaluation (the network windows an utterance longer than model.eval_window_seconds)
+        clip = data.get("clip_seconds")
+        self.window_seconds = float(clip) if clip else None
+        self.pad_short = bool(clip)
+        self.kind = "embedding" if getattr(model, "protocol", None) == "verification" else "classifier"
+        self.class_names = list(getattr(model, "class_names", []))
+        checks = run_checks(data)
+        # long files are windowed here, so the corpus's upper length limit does not apply
+        self.checks = AudioChecks(checks.sample_rate, checks.min_seconds, None, checks.resample, checks.silence_db)
+
+    @classmethod
+    def from_run(cls, run_dir, checkpoint: str = "best", device: str = "cpu", batch_size: int = 8) -> Predictor:
+        from audioexp.utils.runs import load_run_config, without_pretrained_weights
+
+        cfg = without_pretrained_weights(load_run_config(run_dir))
+        return cls(load_run(run_dir, checkpoint, map_location=device), cfg, device, batch_size)
+
+    def _waveform(self, audio, sample_rate: int | None) -> torch.Tensor:
+        if isinstance(audio, (str, os.PathLike)):
+            return load_audio(audio, self.sample_rate, checks=self.checks)
+        x = torch.as_tensor(np.asarray(audio, dtype=np.float32))
+        if sample_rate is None:
+            raise ValueError("a waveform needs its sample_rate")
+        if x.dim() == 2:  # (channels, time) or (time, channels): the longer axis is time
+            x = x.mean(dim=0 if x.shape[0] < x.shape[1] else 1)
+        if x.dim() != 1:
+            raise ValueError(f"a waveform must be (time,) or (channels, time), got shape {tuple(x.shape)}")
+        if int(sample_rate) != self.sample_rate:
+            import torchaudio.functional as AF
+
+            x = AF.resample(x, int(sample_rate), self.sample_rate)
+        if not torch.isfinite(x).all():
+            raise ValueError("the waveform holds NaN or infinite values")
+        return x
+
+    @torch.no_grad()
+    def _windows_out(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
+        """Per-window outputs (probabilities or embeddings), shape (windows, dim), and their count."""
+        n = x.shape[-1]
+        window = int(round(self.window_seconds * self.sample_rate)) if self.window_seconds else n
+        if self.pad_short and n < window:
+            x, n = fix_length(x, window, "start"), window
+        starts = window_starts(n, window, window)
+        outs = []
+        for i in range(0, len(starts), self.batch_size):
+            batch = torch.stack([x[s : s + window] for s in starts[i : i + self.batch_size]]).to(self.device)
+            if self.kind == "embedding":
+                outs.append(self.model.embed(batch).float().cpu())
+            else:
+                outs.append(self.model(batch).float().softmax(dim=1).cpu())
+        return torch.cat(outs), len(starts)
+
+    def predict(self, audio, sample_rate: int | None = None) -> dict:
+        """One file (path) or waveform (with ``sample_rate``): ``{"probs": {class: p}, "top_class",
+        "top_prob"}`` (classifier) or ``{"embedding": ndarray}`` (verification), plus
+        ``"windows"`` and ``"seconds"``."""
+        x = self._waveform(audio, sample_rate)
+        out, num_windows = self._windows_out(x)
+        result = {"windows": num_windows, "seconds": x.shape[-1] / self.sample_rate}
+        if self.kind == "embedding":
+            result["embedding"] = out.mean(dim=0).numpy()
+            return result
+        probs = out.mean(dim=0).numpy()
+        top = int(np.argmax(probs))
+        result.update(probs=dict(zip(self.class_names, map(float, probs))), top_class=self.class_names[top],
+                      top_prob=float(probs[top]))
+        return result
+
+    def score(self, a, b, sample_rate: int | None = None) -> float:
+        """Cosine score of two files or waveforms (verification runs)."""
+        if self.kind != "embedding":
+            raise ValueError("score() compares speaker embeddings: it needs a verification run "
+                             "(e.g. +experiment=voxceleb_centerloss_verification)")
+        return cosine_score(self.predict(a, sample_rate)["embedding"], self.predict(b, sample_rate)["embedding"])
+
+    def predict_files(self, paths, progress: bool = True) -> list[dict]:
+        """One row per file of ``paths`` (files, folders, list files): the path, the prediction
+        (classifier: ``top_class``, ``top_prob``, ``prob_<class>``; verification: ``embedding``
+        as space-separated numbers) and ``error`` (empty, or why the file could not be read:
+        an unreadable file is reported in its row, not fatal)."""
+        from tqdm.auto import tqdm
+
+        from audioexp.data.audio import AudioFileError
+
+        rows = []
+        files = expand_paths(paths)
+        for path in tqdm(files, desc="predict", unit="file", disable=not progress or len(files) < 2):
+            row = {"path": str(path)}
+            try:
+                result = self.predict(path)
+            except (AudioFileError, OSError, ValueError, RuntimeError) as err:
+                row["error"] = str(err).replace("\n", " ")
+                rows.append(row)
+                continue
+            row.update(windows=result["windows"], seconds=round(result["seconds"], 3))
+            if self.kind == "embedding":
+                row["embedding"] = " ".join(f"{v:.6g}" for v in result["embedding"])
+            else:
+                row.update(top_class=result["top_class"], top_prob=round(result["top_prob"], 6))
+                row.update({f"prob_{k}": round(v, 6) for k, v in result["probs"].items()})
+            row["error"] = ""
+            rows.append(row)
+        return rows

@@ -191,7 +191,10 @@ def _newest(pattern_dir: Path) -> Path:
 def _substitute(words: list[str], workdir: Path, fm_corpus: Path) -> list[str]:
     out = []
     for word in words:
-        if "DATE" in word:
+        if "DATE" in word and "=" not in word:  # a bare run dir (python -m audioexp.predict RUN_DIR ...)
+            before, after = word.split("DATE", 1)
+            word = f"{_newest(workdir / before)}{after}"
+        elif "DATE" in word:
             key, _, value = word.partition("=")
             before, after = value.split("DATE", 1)
             newest = _newest(workdir / before)
@@ -327,6 +330,12 @@ def test_readme_command(command: ReadmeCommand, workdir: Path, fm_corpus: Path, 
         db = workdir / "logs" / "train" / "optuna" / "demo" / "optuna.db"
         study = optuna.load_study(study_name="demo", storage=f"sqlite:///{db}")
         assert sum(t.state.name == "COMPLETE" for t in study.trials) >= 2
+    if words[:3] == ["python", "-m", "audioexp.predict"]:
+        import csv
+
+        out = workdir / words[words.index("--out") + 1]
+        rows = list(csv.DictReader(out.open()))
+        assert rows and all(r["error"] == "" and r["top_class"] in ("speech", "music") for r in rows), rows[:3]
     if "trainer=ddp_cpu" in words:
         assert len(new_runs) == 1, f"DDP made {len(new_runs)} run dirs: {new_runs}"
         assert (new_runs[0] / "ddp_rank1.log").exists() and (new_runs[0] / "metrics.json").exists()

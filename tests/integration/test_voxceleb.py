@@ -131,3 +131,21 @@ def test_identification_runs_on_the_real_sample_files(experiment, tmp_path):
     run(cfg)
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert 0.0 <= metrics["test/acc"] <= 1.0 and cfg.data.num_classes == 2
+
+
+def test_predict_on_whole_utterances_as_evaluation(trained_run, voxceleb_corpus):
+    """`audioexp.load(run).predict`: a speaker-identification run gives its speakers'
+    probabilities from the whole utterance (the network's own forward, 1e-5), top class first."""
+    import audioexp
+
+    predictor = audioexp.load(trained_run)
+    assert predictor.kind == "classifier" and predictor.window_seconds is None
+    path = voxceleb_corpus / "wav" / read_iden_split(voxceleb_corpus / "iden_split.txt")[0][1]
+    from audioexp.data.audio import load_audio
+
+    with torch.no_grad():
+        expected = predictor.model(load_audio(path, 16000)[None]).softmax(dim=1)[0].numpy()
+    got = predictor.predict(path)
+    assert got["windows"] == 1
+    np.testing.assert_allclose([got["probs"][c] for c in predictor.class_names], expected, atol=1e-5)
+    assert got["top_class"] == predictor.class_names[int(np.argmax(expected))]
