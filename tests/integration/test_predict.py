@@ -96,3 +96,37 @@ def test_cli_rows_for_a_resampled_stereo_file_a_long_file_and_a_broken_one(demo_
     assert predictor.predict(np.stack([stereo, stereo]), 44100)["top_class"] == rows["stereo44k.wav"]["top_class"]
     with pytest.raises(ValueError, match="verification run"):
         predictor.score(clips[0], clips[1])
+
+
+@pytest.mark.parametrize("fmt", ["torchscript", "onnx"])
+def test_export_equals_pytorch_on_random_audio_of_three_lengths(demo_run, tmp_path, fmt):
+    """`python -m audioexp.export RUN --format onnx|torchscript`: the file (run with onnxruntime or
+    torch.jit.load) gives PyTorch's logits within 1e-4 (of their scale) on random audio of 3 lengths, batch 2; the
+    sidecar names the rate, the classes, the front-end and the run's metrics."""
+    from audioexp.export import export_run
+
+    out = export_run(demo_run, fmt, tmp_path / f"m.{fmt}")
+    side = json.loads(out.with_suffix(out.suffix + ".json").read_text())
+    assert side["input"]["sample_rate"] == 16000 and side["class_names"] == ["speech", "music"]
+    assert side["frontend"]["_target_"].endswith("LogMelSpectrogram") and "test/acc" in side["metrics"]
+    predictor = audioexp.load(demo_run)
+    if fmt == "onnx":
+        import onnxruntime as ort
+
+        session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+
+        def exported(x):
+            return session.run(None, {"waveform": x.numpy()})[0]
+    else:
+        module = torch.jit.load(str(out))
+
+        def exported(x):
+            return module(x).detach().numpy()
+    gen = torch.Generator().manual_seed(5)
+    for seconds in (0.8, 5.0, 11.1):
+        x = 0.2 * torch.randn(2, int(seconds * 16000), generator=gen)
+        with torch.no_grad():
+            expected = predictor.model(x).numpy()
+        # 1e-4 absolute for logits of order 1; float32 keeps 7 digits, so logits of order 100 (this
+        # briefly trained model on random audio) are held to 1e-4 of their largest magnitude
+        np.testing.assert_allclose(exported(x), expected, atol=1e-4 * max(1.0, float(np.abs(expected).max())), rtol=0)

@@ -14,7 +14,7 @@ PACKAGE = Path(__file__).resolve().parents[2] / "audioexp"
 #: Lowest first: a package may import itself and the packages before it, never one after it.
 LAYERS = [
     "conf", "utils", "data", "features", "metrics", "losses", "networks", "backends", "probes", "figures",
-    "inference", "embedders", "systems", "minicorpus", "tasks", "smoke", "predict", "__main__",
+    "inference", "embedders", "systems", "minicorpus", "tasks", "smoke", "predict", "export", "__main__",
 ]
 
 
