@@ -27,10 +27,10 @@ $(STAMP): $(LOCK) pyproject.toml
 smoke: install
 	$(BIN)/python -m audioexp.smoke
 
-# two workers (pytest-xdist); a module's tests that depend on each other's order share an
-# xdist_group (the README's commands)
+# two workers (pytest-xdist), each test module on one worker in order (the README's commands
+# depend on each other's order)
 test: install
-	WANDB_MODE=offline $(BIN)/python -m pytest -n 2 --dist loadgroup
+	WANDB_MODE=offline $(BIN)/python -m pytest -n 2 --dist loadfile
 
 # the demo's data config writes the miniature FM corpus on first use (data/minicorpus/fm_broadcast)
 demo: install

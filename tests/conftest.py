@@ -128,3 +128,18 @@ def imagenet_hub_cache(tmp_path, monkeypatch):
     path.parent.mkdir(parents=True, exist_ok=True)
     torch.save(state, path)
     return state
+
+
+#: Modules that take minutes, started first so that under `make test` (pytest -n 2 --dist
+#: loadfile: each module on one worker, in order) the README's chain of commands, the longest,
+#: runs beside the rest instead of after it.
+LONG_MODULES = ("test_readme.py", "test_resume_killed.py", "test_ddp.py", "test_resume.py", "test_requeue.py",
+                "test_predict.py", "test_asvspoof.py", "test_experiments.py")
+
+
+def pytest_collection_modifyitems(config, items):
+    def rank(item) -> int:
+        name = Path(str(item.fspath)).name
+        return LONG_MODULES.index(name) if name in LONG_MODULES else len(LONG_MODULES)
+
+    items.sort(key=rank)  # stable: the order within a module (and of the others) is kept

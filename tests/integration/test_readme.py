@@ -141,9 +141,8 @@ def readme_files(text: str) -> dict[str, str]:
 
 COMMANDS = readme_commands(README.read_text())
 
-# the lines run in order on one worker under `pytest -n 2 --dist loadgroup` (a line continues
+# (the lines run in order, on one worker under `pytest -n 2 --dist loadfile`: a line continues
 # the run an earlier one made)
-pytestmark = pytest.mark.xdist_group("readme")
 
 
 def test_readme_lists_the_documented_commands():

@@ -1,9 +1,6 @@
 """GlooSyncBatchNorm on 2 CPU processes equals BatchNorm on the whole batch in one process:
 outputs, input gradients, parameter gradients and running statistics."""
 
-import os
-import socket
-
 import torch
 import torch.multiprocessing as mp
 from torch import nn
@@ -11,15 +8,9 @@ from torch import nn
 from audioexp.utils.sync_batchnorm import GlooSyncBatchNorm, convert_batchnorm, revert_batchnorm
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def _worker(rank, port, x, weight, bias, out):
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    torch.distributed.init_process_group("gloo", rank=rank, world_size=2)
+def _worker(rank, tmp, x, weight, bias):
+    # a file rendezvous (no port to race for with other tests running in parallel)
+    torch.distributed.init_process_group("gloo", init_method=f"file://{tmp}/rendezvous", rank=rank, world_size=2)
     try:
         bn = convert_batchnorm(nn.Sequential(nn.BatchNorm2d(x.shape[1]).double()))[0]
         assert isinstance(bn, GlooSyncBatchNorm)
@@ -34,12 +25,13 @@ def _worker(rank, port, x, weight, bias, out):
         (y * full[rank * half:(rank + 1) * half]).sum().backward()
         torch.distributed.all_reduce(bn.weight.grad)  # DDP would average; the sum is the whole batch's
         torch.distributed.all_reduce(bn.bias.grad)
-        out[rank] = (y.detach(), mine.grad, bn.weight.grad, bn.bias.grad, bn.running_mean.clone(), bn.running_var.clone())
+        torch.save((y.detach(), mine.grad, bn.weight.grad, bn.bias.grad, bn.running_mean.clone(), bn.running_var.clone()),
+                   f"{tmp}/rank{rank}.pt")
     finally:
         torch.distributed.destroy_process_group()
 
 
-def test_two_processes_normalise_by_the_global_batch():
+def test_two_processes_normalise_by_the_global_batch(tmp_path):
     torch.manual_seed(0)
     x = torch.randn(6, 3, 4, 5, dtype=torch.float64) * 3 + 1
     weight, bias = torch.rand(3, dtype=torch.float64) + 0.5, torch.randn(3, dtype=torch.float64)
@@ -52,8 +44,10 @@ def test_two_processes_normalise_by_the_global_batch():
     (yr * torch.arange(yr.numel(), dtype=yr.dtype).view_as(yr).sin()).sum().backward()
     ref = (yr.detach(), xr.grad, bn.weight.grad, bn.bias.grad, bn.running_mean, bn.running_var)
 
-    out = mp.Manager().dict()
-    mp.spawn(_worker, args=(_free_port(), x, weight, bias, out), nprocs=2)
+    # results come back in files: a multiprocessing Manager forks a server process, which can
+    # deadlock when forked from a multi-threaded process (a pytest-xdist worker)
+    mp.spawn(_worker, args=(str(tmp_path), x, weight, bias), nprocs=2)
+    out = {r: torch.load(tmp_path / f"rank{r}.pt", weights_only=True) for r in (0, 1)}
     y = torch.cat([out[0][0], out[1][0]])
     gx = torch.cat([out[0][1], out[1][1]])
     torch.testing.assert_close(y, ref[0], rtol=0, atol=1e-10)
