@@ -8,12 +8,13 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 import numpy as np
 import torch
 
-from audioexp.data.audio import fix_length, load_audio
+from audioexp.data.audio import fix_length, load_audio, to_mono_at_rate
 from audioexp.data.validate import AudioChecks
 from audioexp.utils.runs import load_model
 
@@ -158,9 +159,8 @@ class Predictor:
         self.pad_short = bool(clip)
         self.kind = "embedding" if getattr(model, "protocol", None) == "verification" else "classifier"
         self.class_names = list(getattr(model, "class_names", []))
-        checks = run_checks(data)
         # long files are windowed here, so the corpus's upper length limit does not apply
-        self.checks = AudioChecks(checks.sample_rate, checks.min_seconds, None, checks.resample, checks.silence_db)
+        self.checks = dataclasses.replace(run_checks(data), max_seconds=None)
 
     @classmethod
     def from_run(cls, run_dir, checkpoint: str = "best", device: str = "cpu", batch_size: int = 8) -> Predictor:
@@ -172,17 +172,16 @@ class Predictor:
     def _waveform(self, audio, sample_rate: int | None) -> torch.Tensor:
         if isinstance(audio, (str, os.PathLike)):
             return load_audio(audio, self.sample_rate, checks=self.checks)
-        x = torch.as_tensor(np.asarray(audio, dtype=np.float32))
         if sample_rate is None:
             raise ValueError("a waveform needs its sample_rate")
-        if x.dim() == 2:  # (channels, time) or (time, channels): the longer axis is time
-            x = x.mean(dim=0 if x.shape[0] < x.shape[1] else 1)
-        if x.dim() != 1:
-            raise ValueError(f"a waveform must be (time,) or (channels, time), got shape {tuple(x.shape)}")
-        if int(sample_rate) != self.sample_rate:
-            import torchaudio.functional as AF
-
-            x = AF.resample(x, int(sample_rate), self.sample_rate)
+        x = np.asarray(audio, dtype=np.float32)
+        if x.ndim == 1:
+            x = x[:, None]
+        elif x.ndim == 2 and x.shape[0] < x.shape[1]:  # (channels, time): the longer axis is time
+            x = x.T
+        if x.ndim != 2:
+            raise ValueError(f"a waveform must be (time,) or (channels, time), got shape {x.shape}")
+        x = to_mono_at_rate(x, int(sample_rate), self.sample_rate)
         if not torch.isfinite(x).all():
             raise ValueError("the waveform holds NaN or infinite values")
         return x

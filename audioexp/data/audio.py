@@ -30,6 +30,34 @@ class AudioFileError(RuntimeError):
         super().__init__(f"{self.path}: {reason}")
 
 
+def to_mono_at_rate(data: np.ndarray, rate: int, sample_rate: int, source="a waveform") -> torch.Tensor:
+    """``data`` (time, channels) at ``rate`` as a mono float32 waveform at ``sample_rate``:
+    channels averaged, resampled (windowed sinc, torchaudio); each conversion said once in the
+    log, naming the first ``source``.
+    """
+    if data.shape[1] > 1:
+        log_once(
+            log,
+            f"downmix:{data.shape[1]}",
+            "down-mixing %d-channel audio to mono by averaging the channels (first: %s)",
+            data.shape[1],
+            source,
+        )
+        data = data.mean(axis=1, keepdims=True)
+    waveform = torch.from_numpy(np.ascontiguousarray(data[:, 0], dtype=np.float32))
+    if rate != sample_rate:
+        log_once(
+            log,
+            f"resample:{rate}->{sample_rate}",
+            "resampling %d Hz audio to %d Hz (first: %s)",
+            rate,
+            sample_rate,
+            source,
+        )
+        waveform = AF.resample(waveform, rate, sample_rate)
+    return waveform
+
+
 def load_audio(
     path: str | os.PathLike,
     sample_rate: int,
@@ -78,26 +106,7 @@ def load_audio(
     if not np.isfinite(data).all():
         bad = int((~np.isfinite(data)).sum())
         raise AudioFileError(path, f"contains {bad} NaN or infinite samples")
-    if data.shape[1] > 1:
-        log_once(
-            log,
-            f"downmix:{data.shape[1]}",
-            "down-mixing %d-channel audio to mono by averaging the channels (first: %s)",
-            data.shape[1],
-            path,
-        )
-        data = data.mean(axis=1, keepdims=True)
-    waveform = torch.from_numpy(np.ascontiguousarray(data[:, 0]))
-    if file_rate != sample_rate:
-        log_once(
-            log,
-            f"resample:{file_rate}->{sample_rate}",
-            "resampling %d Hz audio to %d Hz (first: %s)",
-            file_rate,
-            sample_rate,
-            path,
-        )
-        waveform = AF.resample(waveform, file_rate, sample_rate)
+    waveform = to_mono_at_rate(data, file_rate, sample_rate, path)
     if waveform.shape[0] < math.ceil(min_seconds * sample_rate):
         raise AudioFileError(
             path,

@@ -43,12 +43,13 @@ equals ``librosa.feature.mfcc`` with the same settings (``pad_mode="reflect"``) 
 from __future__ import annotations
 
 import functools
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from audioexp.features.replay import deltas, frames_out, with_deltas
+from audioexp.features.replay import deltas, frames_out, frontend_settings, with_deltas
+from audioexp.features.spectral import ms_to_samples
 
 __all__ = [
     "LFCCFeatures",
@@ -210,8 +211,7 @@ def lfcc(
     x = np.asarray(waveform, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"waveform must be 1-D, got shape {x.shape}")
-    frame = int(round(frame_ms * sample_rate / 1000))
-    hop = int(round(hop_ms * sample_rate / 1000))
+    frame, hop = ms_to_samples(frame_ms, sample_rate), ms_to_samples(hop_ms, sample_rate)
     if preemphasis:
         x = pre_emphasis(x, preemphasis)
     frames = matlab_buffer(x, frame, hop) * np.hamming(frame)  # np.hamming: symmetric, as MATLAB's
@@ -273,15 +273,11 @@ def mfcc(
     x = np.asarray(waveform, dtype=np.float64)
     if x.ndim != 1:
         raise ValueError(f"waveform must be 1-D, got shape {x.shape}")
-    transform = _mfcc_transform(int(sample_rate), int(num_ceps), int(n_mels), int(round(frame_ms * sample_rate / 1000)),
-                                int(round(hop_ms * sample_rate / 1000)), int(n_fft), float(f_min),
+    transform = _mfcc_transform(int(sample_rate), int(num_ceps), int(n_mels), ms_to_samples(frame_ms, sample_rate),
+                                ms_to_samples(hop_ms, sample_rate), int(n_fft), float(f_min),
                                 None if f_max is None else float(f_max))
     with torch.no_grad():
         return transform(torch.from_numpy(x)).T.contiguous().numpy()
-
-
-def _settings(frontend) -> dict:
-    return {"class": type(frontend).__name__, **{f.name: getattr(frontend, f.name) for f in fields(frontend)}}
 
 
 @dataclass(eq=False, repr=False)
@@ -325,7 +321,7 @@ class LFCCFeatures:
 
     def settings(self) -> dict:
         """Everything the output depends on (keys the feature cache)."""
-        return _settings(self)
+        return frontend_settings(self)
 
     @property
     def dim(self) -> int:
@@ -379,7 +375,7 @@ class MFCCFeatures:
 
     def settings(self) -> dict:
         """Everything the output depends on (keys the feature cache)."""
-        return _settings(self)
+        return frontend_settings(self)
 
     @property
     def dim(self) -> int:

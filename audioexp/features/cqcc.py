@@ -62,12 +62,12 @@ from __future__ import annotations
 
 import functools
 import warnings
-from dataclasses import dataclass, fields
+from dataclasses import dataclass
 
 import numpy as np
 import torch
 
-from audioexp.features.replay import frames_out, with_deltas
+from audioexp.features.replay import frames_out, frontend_settings, with_deltas
 
 __all__ = ["CQCCFeatures", "cqcc", "toolbox_num_bins", "uniform_cepstrum_operator"]
 
@@ -277,7 +277,7 @@ class CQCCFeatures:
 
     def settings(self) -> dict:
         """Everything the output depends on (keys the feature cache)."""
-        return {"class": "CQCCFeatures", **{f.name: getattr(self, f.name) for f in fields(self)}}
+        return frontend_settings(self)
 
     @property
     def dim(self) -> int:

@@ -24,7 +24,7 @@ regression over +-2 frames (ours; librosa's default window is 9 frames).
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 
 import numpy as np
 import torch
@@ -41,6 +41,7 @@ __all__ = [
     "SDFBFeatures",
     "deltas",
     "frames_out",
+    "frontend_settings",
     "spectral_envelope_centroids",
     "triangular_filterbank_bands",
     "utterance_mvn",
@@ -99,6 +100,12 @@ def utterance_mvn(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     mean = features.mean(dim=-1, keepdim=True)
     std = features.std(dim=-1, unbiased=False, keepdim=True)
     return (features - mean) / (std + eps)
+
+
+def frontend_settings(frontend) -> dict:
+    """A dataclass front-end's class name and every field: what its output depends on (the key
+    of its cached features)."""
+    return {"class": type(frontend).__name__, **{f.name: getattr(frontend, f.name) for f in fields(frontend)}}
 
 
 def frames_out(feats: torch.Tensor, mvn: bool) -> np.ndarray:
@@ -288,7 +295,7 @@ class SDFBFeatures:
 
     def settings(self) -> dict:
         """Everything the output depends on (keys the feature cache)."""
-        return {"class": "SDFBFeatures", **{k: v for k, v in vars(self).items()}}
+        return frontend_settings(self)
 
     @property
     def dim(self) -> int:

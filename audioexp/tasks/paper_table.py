@@ -49,33 +49,24 @@ __all__ = ["PaperTableCallback", "fill_table", "read_jobs", "render_table", "wri
 ONE_COLUMN = "_"
 
 
-def read_jobs(run_dirs: Sequence[Path]) -> list[tuple[dict, dict[str, float] | None]]:
+def read_jobs(run_dirs: Sequence[Path]) -> list[tuple[DictConfig, dict[str, float] | None]]:
     """``(config, metrics or None)`` of each run dir (its ``.hydra/config.yaml`` and ``metrics.json``).
 
-    The config is loaded without resolving interpolations (only plain values are matched)."""
+    The config is not resolved: only the plain values a table matches on are read (``OmegaConf.select``)."""
     jobs = []
     for d in run_dirs:
         cfg_path = Path(d) / ".hydra" / "config.yaml"
         if not cfg_path.exists():
             continue
-        cfg = OmegaConf.to_container(OmegaConf.load(cfg_path), resolve=False)
+        cfg = OmegaConf.load(cfg_path)
         metrics_path = Path(d) / "metrics.json"
         metrics = json.loads(metrics_path.read_text()) if metrics_path.exists() else None
         jobs.append((cfg, metrics))
     return jobs
 
 
-def _select(cfg: Mapping, dotted: str) -> Any:
-    node: Any = cfg
-    for part in dotted.split("."):
-        if not isinstance(node, Mapping) or part not in node:
-            return None
-        node = node[part]
-    return node
-
-
-def _matches(cfg: Mapping, match: Mapping | None) -> bool:
-    return all(str(_select(cfg, k)) == str(v) for k, v in (match or {}).items())
+def _matches(cfg: DictConfig, match: Mapping | None) -> bool:
+    return all(str(OmegaConf.select(cfg, k, default=None)) == str(v) for k, v in (match or {}).items())
 
 
 def fill_table(spec: Mapping, jobs: Sequence[tuple[Mapping, Mapping | None]]) -> dict[tuple[str, str], dict[str, float | None]]:
