@@ -3,9 +3,10 @@
 __version__ = "0.1.0"
 
 
-def load(run_dir, checkpoint: str = "best", device: str = "cpu", batch_size: int = 8):
-    """A finished run as a predictor: ``audioexp.load(run_dir).predict("a.wav")``
-    (:class:`audioexp.inference.Predictor`)."""
-    from audioexp.inference import Predictor
+def load(run_dir, checkpoint: str = "best", device: str = "cpu", batch_size: int = 8, **choose):
+    """A finished run as a predictor: ``audioexp.load(run_dir).predict("a.wav")``, by the run's
+    task (:func:`audioexp.predict.load_predictor`; ``system=`` for a replay run, ``classifier=``
+    for a probe run)."""
+    from audioexp.predict import load_predictor
 
-    return Predictor.from_run(run_dir, checkpoint, device, batch_size)
+    return load_predictor(run_dir, checkpoint, device, batch_size, **choose)

@@ -16,6 +16,14 @@ TorchScript is a trace (``torch.jit.trace``). Both need ``pip install audioexp[e
 down-mixing (:class:`audioexp.inference.Predictor` does them), and the windowing of very long
 inputs (the graph holds the network's path for one window; the systems' own windowing beyond
 ``model.eval_window_seconds`` is Python control flow that a trace cannot keep).
+
+A replay countermeasure run (``task=fit_gmm``) exports each GMM system's scoring module
+(:class:`audioexp.backends.gmm_torch.GMMLikelihoodRatio`): an utterance's frames ``(frames,
+dim)`` float64 in, its LLR ``(1,)`` out, one file per system (``RUN_DIR/export/<system>.onnx|pt``)
+beside the GMM parameters it holds, with a sidecar naming the front-end (its config and
+settings: the frames are the caller's to compute, e.g. with audioexp's front-end) and the dev
+EER threshold; ``systems.json`` is copied beside them for the score fusions' weights. The
+check compares it with the framework's own scoring on random frames of three lengths.
 """
 
 from __future__ import annotations
@@ -79,8 +87,11 @@ def _git_commit() -> str | None:
     return proc.stdout.strip() or None if proc.returncode == 0 else None
 
 
-def export_run(run_dir, fmt: str, out=None, checkpoint: str = "best", tolerance: float = 1e-3, seed: int = 0) -> Path:
-    """Write the run's network (``fmt``: onnx | torchscript) and its JSON sidecar; returns the file.
+def export_run(run_dir, fmt: str, out=None, checkpoint: str = "best", tolerance: float | None = None,
+               seed: int = 0) -> Path:
+    """Write the run's network (``fmt``: onnx | torchscript) and its JSON sidecar; returns the file
+    (a fit_gmm run: :func:`export_countermeasure`, the first system's file). ``tolerance``:
+    1e-3 for a network, 1e-6 for a GMM scorer unless given.
 
     Raises
     ------
@@ -91,11 +102,15 @@ def export_run(run_dir, fmt: str, out=None, checkpoint: str = "best", tolerance:
     from omegaconf import OmegaConf
 
     from audioexp.inference import Predictor
-    from audioexp.utils.files import atomic_open, atomic_write_json
+    from audioexp.systems.replay_countermeasure import COUNTERMEASURE_DIR
+    from audioexp.utils.files import atomic_write_json
 
     if fmt not in FORMATS:
         raise ValueError(f"format must be one of {FORMATS}, got {fmt!r}")
     run_dir = Path(run_dir)
+    if (run_dir / COUNTERMEASURE_DIR / "systems.json").is_file():
+        return export_countermeasure(run_dir, fmt, Path(out) if out else None, tolerance or 1e-6, seed)[0]
+    tolerance = 1e-3 if tolerance is None else tolerance
     predictor = Predictor.from_run(run_dir, checkpoint)
     net = WaveformScores(predictor.model, predictor.kind).eval()
     sr = predictor.sample_rate
@@ -103,31 +118,11 @@ def export_run(run_dir, fmt: str, out=None, checkpoint: str = "best", tolerance:
     out.parent.mkdir(parents=True, exist_ok=True)
     gen = torch.Generator().manual_seed(seed)
     example = 0.1 * torch.randn(1, int(3 * sr), generator=gen)
-    tmp = out.with_name(out.name + ".partial")
     with torch.no_grad(), _traceable(predictor.model):
-        if fmt == "torchscript":
-            traced = torch.jit.trace(net, example, check_trace=False)
-            with atomic_open(out, mode="wb") as handle:
-                torch.jit.save(traced, handle)
-            runner = torch.jit.load(str(out))
-
-            def run(x: np.ndarray) -> np.ndarray:
-                return runner(torch.from_numpy(x)).numpy()
-        else:
-            import onnxruntime as ort
-
-            batch = torch.export.Dim("batch", min=1, max=1024)
-            time = torch.export.Dim("time", min=int(0.5 * sr), max=int(3600 * sr))
-            torch.onnx.export(net, (example,), str(tmp), input_names=["waveform"],
-                              output_names=["logits" if predictor.kind == "classifier" else "embedding"],
-                              dynamic_shapes={"waveform": {0: batch, 1: time}}, opset_version=18, dynamo=True,
-                              external_data=False)
-            tmp.replace(out)
-            session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
-
-            def run(x: np.ndarray) -> np.ndarray:
-                return session.run(None, {"waveform": x})[0]
-
+        dynamic = {0: torch.export.Dim("batch", min=1, max=1024),
+                   1: torch.export.Dim("time", min=int(0.5 * sr), max=int(3600 * sr))}
+        run = _export_module(net, example, fmt, out, "waveform",
+                             "logits" if predictor.kind == "classifier" else "embedding", dynamic)
         diffs = {}
         for seconds in CHECK_SECONDS:
             x = 0.1 * torch.randn(2, int(seconds * sr), generator=gen)
@@ -161,16 +156,112 @@ def export_run(run_dir, fmt: str, out=None, checkpoint: str = "best", tolerance:
     return out
 
 
+#: Frames of the random inputs a GMM scorer export is checked on.
+CHECK_FRAMES = (7, 300, 4500)
+
+
+def _export_module(module: nn.Module, example: torch.Tensor, fmt: str, out: Path, input_name: str, output_name: str,
+                   dynamic: dict[int, object]):
+    """Write ``module`` (one input) as ONNX or TorchScript at ``out``; returns a numpy runner of the file."""
+    if fmt == "torchscript":
+        from audioexp.utils.files import atomic_open
+
+        traced = torch.jit.trace(module, example, check_trace=False)
+        with atomic_open(out, mode="wb") as handle:
+            torch.jit.save(traced, handle)
+        runner = torch.jit.load(str(out))
+        return lambda x: runner(torch.from_numpy(x)).numpy()
+    import onnxruntime as ort
+
+    tmp = out.with_name(out.name + ".partial")
+    torch.onnx.export(module, (example,), str(tmp), input_names=[input_name], output_names=[output_name],
+                      dynamic_shapes={input_name: dynamic}, opset_version=18, dynamo=True, external_data=False)
+    tmp.replace(out)
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    return lambda x: session.run(None, {input_name: x})[0]
+
+
+def export_countermeasure(run_dir: Path, fmt: str, out_dir: Path | None = None, tolerance: float = 1e-6,
+                          seed: int = 0) -> list[Path]:
+    """Export every GMM system of a fit_gmm run as its scoring module (frames -> LLR), each
+    checked against :meth:`audioexp.backends.gmm.GMMBackend.score` on random frames of
+    :data:`CHECK_FRAMES` lengths (the export fails above ``tolerance``); returns the files."""
+    import shutil
+
+    from omegaconf import OmegaConf
+
+    from audioexp.backends.gmm import GMMBackend
+    from audioexp.backends.gmm_torch import GMMLikelihoodRatio
+    from audioexp.systems.replay_countermeasure import COUNTERMEASURE_DIR, system_file_name
+    from audioexp.utils.files import atomic_write_json
+    from audioexp.utils.runs import load_run_config
+
+    folder = run_dir / COUNTERMEASURE_DIR
+    meta = json.loads((folder / "systems.json").read_text())
+    cfg = load_run_config(run_dir)
+    out_dir = out_dir if out_dir is not None and out_dir.suffix == "" else (out_dir.parent if out_dir else run_dir / "export")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gen = torch.Generator().manual_seed(seed)
+    written = []
+    for name, info in meta["systems"].items():
+        if info["kind"] != "gmm":
+            continue  # a score fusion: its weights are in systems.json, its systems are exported
+        with np.load(folder / info["parameters"], allow_pickle=False) as data:
+            params = dict(data)
+        backend, scorer = GMMBackend.from_parameters(params), GMMLikelihoodRatio(params).eval()
+        dim = int(params["genuine_means"].shape[1])
+        # frames around the GMMs' own means and spreads, so the LLRs are of the size real ones are
+        centre = torch.from_numpy(params["genuine_means"].mean(0))
+        spread = torch.from_numpy(np.sqrt(params["genuine_variances"].mean(0)))
+        example = centre + spread * torch.randn(50, dim, generator=gen, dtype=torch.float64)
+        out = out_dir / f"{system_file_name(name)}.{'onnx' if fmt == 'onnx' else 'pt'}"
+        with torch.no_grad():
+            run = _export_module(scorer, example, fmt, out, "frames", "llr",
+                                 {0: torch.export.Dim("frames", min=2, max=10_000_000)})
+            diffs = {}
+            for n in CHECK_FRAMES:
+                x = (centre + spread * torch.randn(n, dim, generator=gen, dtype=torch.float64)).numpy()
+                diffs[n] = float(abs(run(x)[0] - backend.score([x])[0]))
+        worst = max(diffs.values())
+        if worst > tolerance:
+            out.unlink(missing_ok=True)
+            raise ValueError(f"the {fmt} export of system {name} of {run_dir} differs from the framework's LLR by "
+                             f"{worst:.2e} (> {tolerance:g}) on random frames of {CHECK_FRAMES}")
+        frontends = {fe: OmegaConf.to_container(cfg.frontends[fe], resolve=True) for fe in info["frontends"]}
+        atomic_write_json(out.with_suffix(out.suffix + ".json"), {
+            "format": fmt, "file": out.name, "system": name,
+            "input": {"name": "frames", "shape": ["frames", dim], "dtype": "float64",
+                      "what": "one utterance's frames from the front-end(s) below, side by side in this order"},
+            "output": {"name": "llr", "shape": [1], "meaning": "frame-averaged log-likelihood ratio, genuine vs spoof"},
+            "decision": meta.get("decision"), "threshold": info.get("threshold"), "dev_eer": info.get("dev_eer"),
+            "frontends": frontends, "sample_rate": int(cfg.data.sample_rate),
+            "trim_silence_db": cfg.data.get("trim_silence_db"), "n_components": info.get("n_components"),
+            "run_dir": str(run_dir.resolve()), "git_commit": _git_commit(),
+            "max_abs_difference_from_framework": {str(k): v for k, v in diffs.items()},
+        })
+        log.info("%s written (largest difference from the framework's LLR %.2e)", out, worst)
+        written.append(out)
+    shutil.copyfile(folder / "systems.json", out_dir / "systems.json")
+    return written
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m audioexp.export", description=__doc__.split("\n\n")[0])
     parser.add_argument("run_dir", help="output dir of a finished train run")
     parser.add_argument("--format", choices=FORMATS, default="onnx")
     parser.add_argument("--out", help="file to write (default RUN_DIR/export/model.onnx|pt)")
     parser.add_argument("--checkpoint", default="best")
-    parser.add_argument("--tolerance", type=float, default=1e-3, help="largest difference from PyTorch accepted")
+    parser.add_argument("--tolerance", type=float, default=None,
+                        help="largest difference from PyTorch accepted (default 1e-3; GMM scorers 1e-6)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path = export_run(args.run_dir, args.format, args.out, args.checkpoint, args.tolerance)
+    if (Path(args.run_dir) / "countermeasure" / "systems.json").is_file():
+        for path in export_countermeasure(Path(args.run_dir), args.format, Path(args.out) if args.out else None,
+                                          1e-6 if args.tolerance is None else args.tolerance):
+            print(path)
+        return 0
+    path = export_run(args.run_dir, args.format, args.out, args.checkpoint,
+                      1e-3 if args.tolerance is None else args.tolerance)
     print(path)
     return 0
 

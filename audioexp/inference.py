@@ -122,6 +122,54 @@ def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
     return starts
 
 
+def read_waveform(audio, sample_rate: int | None, target_rate: int, checks: AudioChecks | None = None) -> torch.Tensor:
+    """A file (path) or an in-memory waveform as a mono float32 tensor at ``target_rate``,
+    converted as in training (down-mixed, resampled: :func:`audioexp.data.audio.to_mono_at_rate`).
+
+    A path is read with ``checks`` (errors name the file); a waveform is ``(time,)`` or
+    ``(channels, time)`` / ``(time, channels)`` (the longer axis is time) and needs its
+    ``sample_rate``.
+    """
+    if isinstance(audio, (str, os.PathLike)):
+        return load_audio(audio, target_rate, checks=checks)
+    if sample_rate is None:
+        raise ValueError("a waveform needs its sample_rate")
+    x = np.asarray(audio, dtype=np.float32)
+    if x.ndim == 1:
+        x = x[:, None]
+    elif x.ndim == 2 and x.shape[0] < x.shape[1]:  # (channels, time): the longer axis is time
+        x = x.T
+    if x.ndim != 2:
+        raise ValueError(f"a waveform must be (time,) or (channels, time), got shape {x.shape}")
+    x = to_mono_at_rate(x, int(sample_rate), target_rate)
+    if not torch.isfinite(x).all():
+        raise ValueError("the waveform holds NaN or infinite values")
+    return x
+
+
+#: What makes a file's row an error row instead of stopping a predict call.
+ROW_ERRORS = (OSError, ValueError, RuntimeError)
+
+
+def predict_rows(predict, files, to_row, progress: bool = True, desc: str = "predict") -> list[dict]:
+    """One row per file: ``{"path", **to_row(predict(path)), "error": ""}``, or ``{"path",
+    "error": why}`` for a file that could not be read or scored (reported in its row, not
+    fatal); a progress bar over two or more files."""
+    from tqdm.auto import tqdm
+
+    rows = []
+    for path in tqdm(files, desc=desc, unit="file", disable=not progress or len(files) < 2):
+        row = {"path": str(path)}
+        try:
+            row.update(to_row(predict(path)))
+        except ROW_ERRORS as err:  # AudioFileError is a ValueError
+            row["error"] = str(err).replace("\n", " ")
+        else:
+            row["error"] = ""
+        rows.append(row)
+    return rows
+
+
 class Predictor:
     """A finished run as a function of audio (``audioexp.load(run_dir)``).
 
@@ -170,21 +218,7 @@ class Predictor:
         return cls(load_run(run_dir, checkpoint, map_location=device), cfg, device, batch_size)
 
     def _waveform(self, audio, sample_rate: int | None) -> torch.Tensor:
-        if isinstance(audio, (str, os.PathLike)):
-            return load_audio(audio, self.sample_rate, checks=self.checks)
-        if sample_rate is None:
-            raise ValueError("a waveform needs its sample_rate")
-        x = np.asarray(audio, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[:, None]
-        elif x.ndim == 2 and x.shape[0] < x.shape[1]:  # (channels, time): the longer axis is time
-            x = x.T
-        if x.ndim != 2:
-            raise ValueError(f"a waveform must be (time,) or (channels, time), got shape {x.shape}")
-        x = to_mono_at_rate(x, int(sample_rate), self.sample_rate)
-        if not torch.isfinite(x).all():
-            raise ValueError("the waveform holds NaN or infinite values")
-        return x
+        return read_waveform(audio, sample_rate, self.sample_rate, self.checks)
 
     @torch.no_grad()
     def _windows_out(self, x: torch.Tensor) -> tuple[torch.Tensor, int]:
@@ -231,26 +265,13 @@ class Predictor:
         (classifier: ``top_class``, ``top_prob``, ``prob_<class>``; verification: ``embedding``
         as space-separated numbers) and ``error`` (empty, or why the file could not be read:
         an unreadable file is reported in its row, not fatal)."""
-        from tqdm.auto import tqdm
-
-        from audioexp.data.audio import AudioFileError
-
-        rows = []
-        files = expand_paths(paths)
-        for path in tqdm(files, desc="predict", unit="file", disable=not progress or len(files) < 2):
-            row = {"path": str(path)}
-            try:
-                result = self.predict(path)
-            except (AudioFileError, OSError, ValueError, RuntimeError) as err:
-                row["error"] = str(err).replace("\n", " ")
-                rows.append(row)
-                continue
-            row.update(windows=result["windows"], seconds=round(result["seconds"], 3))
+        def to_row(result: dict) -> dict:
+            row = {"windows": result["windows"], "seconds": round(result["seconds"], 3)}
             if self.kind == "embedding":
                 row["embedding"] = " ".join(f"{v:.6g}" for v in result["embedding"])
             else:
                 row.update(top_class=result["top_class"], top_prob=round(result["top_prob"], 6))
                 row.update({f"prob_{k}": round(v, 6) for k, v in result["probs"].items()})
-            row["error"] = ""
-            rows.append(row)
-        return rows
+            return row
+
+        return predict_rows(self.predict, expand_paths(paths), to_row, progress)

@@ -21,7 +21,10 @@ from scipy.special import logsumexp
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GMMBackend", "cap_frames_per_utterance", "diagonal_gmm_log_likelihood"]
+__all__ = ["GMMBackend", "cap_frames_per_utterance", "diagonal_gmm_log_likelihood", "CLASS_KEYS"]
+
+#: Names of the two GMMs in saved parameters, by label (1 genuine, 0 spoof).
+CLASS_KEYS = {1: "genuine", 0: "spoof"}
 
 #: Frames per block of the (frames x components) log-likelihood matrices when scoring: a
 #: block of 4,096 frames x 512 components is 17 MB per float64 matrix (a 10-minute trial,
@@ -95,7 +98,10 @@ def diagonal_gmm_log_likelihood(
     >>> float(diagonal_gmm_log_likelihood(np.zeros((1, 1)), np.ones(1), np.zeros((1, 1)), np.ones((1, 1)))[0])
     -0.9189385332046727
     """
+    # float64 throughout, whatever dtype EM fitted in (scikit-learn keeps float32 frames' dtype
+    # in its parameters; the log normaliser of a 90-dim Gaussian loses ~1e-6 in float32)
     frames = np.asarray(frames, dtype=np.float64)
+    weights, means, variances = (np.asarray(a, dtype=np.float64) for a in (weights, means, variances))
     precision = 1.0 / variances
     # ||x - mu||^2_P expanded so that the (n, components) term is one matrix product
     quad = (
@@ -214,6 +220,36 @@ class GMMBackend:
         total = sum(float(np.sum(diagonal_gmm_log_likelihood(frames[i : i + SCORE_BLOCK_FRAMES], *params)))
                     for i in range(0, len(frames), SCORE_BLOCK_FRAMES))
         return total / len(frames)
+
+    def parameters(self) -> dict[str, np.ndarray]:
+        """The two fitted GMMs as float64 arrays, ``{genuine,spoof}_{weights,means,variances}``
+        (what :meth:`from_parameters` rebuilds a scorer from, and what is saved with a run)."""
+        if not self.models:
+            raise RuntimeError("fit the GMMs before asking for their parameters")
+        out = {}
+        for label, key in CLASS_KEYS.items():
+            gmm = self.models[label]
+            for name, value in (("weights", gmm.weights_), ("means", gmm.means_), ("variances", gmm.covariances_)):
+                out[f"{key}_{name}"] = np.asarray(value, dtype=np.float64)
+        return out
+
+    @classmethod
+    def from_parameters(cls, params) -> "GMMBackend":
+        """A back-end that scores with saved GMMs (:meth:`parameters`); it cannot be refitted."""
+        from types import SimpleNamespace
+
+        first = np.asarray(params["genuine_means"])
+        backend = cls(n_components=first.shape[0])
+        for label, key in CLASS_KEYS.items():
+            weights, means, variances = (np.asarray(params[f"{key}_{n}"], dtype=np.float64)
+                                         for n in ("weights", "means", "variances"))
+            if means.ndim != 2 or variances.shape != means.shape or weights.shape != (means.shape[0],):
+                raise ValueError(f"the {key} GMM's parameters have inconsistent shapes: weights {weights.shape}, "
+                                 f"means {means.shape}, variances {variances.shape}")
+            if means.shape[1] != first.shape[1]:
+                raise ValueError(f"the genuine and spoof GMMs differ in dimension ({first.shape[1]} vs {means.shape[1]})")
+            backend.models[label] = SimpleNamespace(weights_=weights, means_=means, covariances_=variances)
+        return backend
 
     def score(self, features: list[np.ndarray]) -> np.ndarray:
         """Log-likelihood ratios (genuine vs spoof), shape (utterances,)."""

@@ -18,7 +18,9 @@ import math
 import numpy as np
 import torch
 
-__all__ = ["TorchGaussianMixture", "diagonal_gmm_weighted_log_prob", "em_step"]
+from torch import nn
+
+__all__ = ["GMMLikelihoodRatio", "TorchGaussianMixture", "diagonal_gmm_weighted_log_prob", "em_step"]
 
 
 def diagonal_gmm_weighted_log_prob(frames: torch.Tensor, weights: torch.Tensor, means: torch.Tensor,
@@ -31,6 +33,36 @@ def diagonal_gmm_weighted_log_prob(frames: torch.Tensor, weights: torch.Tensor, 
     quad = (means**2 * precisions).sum(1)[None, :] - 2.0 * frames @ (means * precisions).T + (frames**2) @ precisions.T
     log_det = -0.5 * torch.log(variances).sum(1)
     return -0.5 * (frames.shape[1] * math.log(2 * math.pi) + quad) + log_det[None, :] + torch.log(weights)[None, :]
+
+
+class GMMLikelihoodRatio(nn.Module):
+    """The replay back-end's score as a module: one utterance's frames ``(frames, dim)``
+    float64 -> ``(1,)``, the frame-averaged log-likelihood ratio of the genuine and spoof GMMs
+    (what :meth:`audioexp.backends.gmm.GMMBackend.score` computes, here exportable to ONNX
+    and TorchScript with a dynamic number of frames).
+
+    Parameters
+    ----------
+    params : mapping
+        ``{genuine,spoof}_{weights,means,variances}`` arrays
+        (:meth:`audioexp.backends.gmm.GMMBackend.parameters`).
+    """
+
+    def __init__(self, params) -> None:
+        super().__init__()
+        for key in ("genuine", "spoof"):
+            for name in ("weights", "means", "variances"):
+                self.register_buffer(f"{key}_{name}", torch.as_tensor(np.asarray(params[f"{key}_{name}"]),
+                                                                      dtype=torch.float64))
+
+    def _mean_log_likelihood(self, frames: torch.Tensor, key: str) -> torch.Tensor:
+        weighted = diagonal_gmm_weighted_log_prob(frames, getattr(self, f"{key}_weights"), getattr(self, f"{key}_means"),
+                                                  getattr(self, f"{key}_variances"))
+        return torch.logsumexp(weighted, dim=1).mean()
+
+    def forward(self, frames: torch.Tensor) -> torch.Tensor:
+        frames = frames.to(torch.float64)
+        return (self._mean_log_likelihood(frames, "genuine") - self._mean_log_likelihood(frames, "spoof")).reshape(1)
 
 
 def _statistics(frames: torch.Tensor, resp: torch.Tensor):

@@ -34,11 +34,25 @@ from audioexp.backends.gmm import cap_frames_per_utterance
 from audioexp.data.audio import AudioFileError
 from audioexp.data.manifest import cache_key
 from audioexp.features.functional import check_sample_rate
-from audioexp.utils.files import atomic_open
+from audioexp.metrics.verification import equal_error_rate
+from audioexp.utils.files import atomic_open, atomic_write_json
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GMMReplayCountermeasure", "extract_features"]
+__all__ = ["COUNTERMEASURE_DIR", "GMMReplayCountermeasure", "extract_features", "system_file_name"]
+
+#: Folder of a fit_gmm run dir that holds the fitted systems (``systems.json`` and one
+#: ``<system>.npz`` of GMM parameters per system), what ``audioexp.load(run_dir)`` predicts with.
+COUNTERMEASURE_DIR = "countermeasure"
+
+
+def system_file_name(name: str) -> str:
+    """A system's name as a file name part (``score(cf+cm)`` -> ``score_cf_cm``).
+
+    >>> system_file_name("score(cf+cm)")
+    'score_cf_cm'
+    """
+    return name.replace("(", "_").replace(")", "").replace("+", "_")
 
 Frontend = Callable[[np.ndarray], np.ndarray]
 
@@ -168,6 +182,10 @@ class GMMReplayCountermeasure:
         if max_frames_per_utterance is not None and max_frames_per_utterance < 1:
             raise ValueError(f"gmm.max_frames_per_utterance must be at least 1 (or null), got {max_frames_per_utterance}")
         self.max_frames_per_utterance = max_frames_per_utterance
+        #: ``system -> protocol -> fitted back-end`` and ``fusion name -> (systems, fusion)``,
+        #: filled by :meth:`score`, written by :meth:`save`.
+        self.fitted: dict[str, dict[str, object]] = {}
+        self.fusions: dict[str, tuple[list[str], LogisticRegressionFusion]] = {}
 
     @property
     def splits(self) -> list[str]:
@@ -215,6 +233,7 @@ class GMMReplayCountermeasure:
                                          f"system {name}, GMMs on {'+'.join(train_splits)}")
             backend.fit(train, np.concatenate([labels[s] for s in train_splits]))
             scores[split] = backend.score(feats[split])
+            self.fitted.setdefault(name, {})[split] = backend
         return scores
 
     def score(self, corpus) -> tuple[dict[str, dict[str, np.ndarray]], dict[str, np.ndarray]]:
@@ -227,5 +246,57 @@ class GMMReplayCountermeasure:
         for parts in self.score_fusion:
             fusion = LogisticRegressionFusion().fit(np.stack([scores[p]["dev"] for p in parts], 1), labels["dev"])
             log.info("score fusion of %s: weights %s, bias %.3f", parts, fusion.weights, fusion.bias)
-            scores["score(" + "+".join(parts) + ")"] = {"eval": fusion(np.stack([scores[p]["eval"] for p in parts], 1))}
+            name = "score(" + "+".join(parts) + ")"
+            scores[name] = {"eval": fusion(np.stack([scores[p]["eval"] for p in parts], 1))}
+            self.fusions[name] = (list(parts), fusion)
         return scores, labels
+
+    def save(self, output_dir: str | Path, scores: Mapping[str, Mapping[str, np.ndarray]],
+             labels: Mapping[str, np.ndarray]) -> Path:
+        """Write every fitted system into ``output_dir/countermeasure/``, for prediction.
+
+        Which GMMs: those of the dev protocol (trained on ``train``) when it ran, else those of
+        eval (``train + dev``). Each system's decision threshold is its dev EER threshold
+        (:func:`audioexp.metrics.verification.equal_error_rate`: ``LLR >= threshold`` is
+        genuine), measured on the scores of exactly the GMMs saved; without a dev protocol
+        there is none (``null``) and prediction gives the LLR without a decision. A score
+        fusion keeps its weights and bias (trained on the dev scores) and its dev EER
+        threshold is that of the fused dev scores (ours: the paper reports EERs only).
+
+        Writes ``systems.json`` (per system: kind, front-ends, parameter file, threshold, dev
+        EER, training splits) and ``<system>.npz`` per GMM system
+        (:meth:`audioexp.backends.gmm.GMMBackend.parameters`); returns the folder.
+        """
+        out = Path(output_dir) / COUNTERMEASURE_DIR
+        out.mkdir(parents=True, exist_ok=True)
+        protocol = "dev" if "dev" in self.protocols else "eval"
+        trained_on = ["train"] if protocol == "dev" else ["train", "dev"]
+        systems: dict[str, dict] = {}
+
+        def calibration(dev_scores):
+            if dev_scores is None:
+                return {"threshold": None, "dev_eer": None}
+            eer, threshold = equal_error_rate(dev_scores, labels["dev"])
+            return {"threshold": float(threshold), "dev_eer": float(eer)}
+
+        for name, per_protocol in self.fitted.items():
+            backend = per_protocol[protocol]
+            params = backend.parameters()
+            file = f"{system_file_name(name)}.npz"
+            with atomic_open(out / file, mode="wb") as handle:
+                np.savez(handle, **params)
+            systems[name] = {"kind": "gmm", "frontends": name.split("+"), "parameters": file, "trained_on": trained_on,
+                             "n_components": int(params["genuine_means"].shape[0]),
+                             "dim": int(params["genuine_means"].shape[1]),
+                             **calibration(scores[name].get("dev") if protocol == "dev" else None)}
+        for name, (parts, fusion) in self.fusions.items():
+            dev = fusion(np.stack([scores[p]["dev"] for p in parts], 1))
+            systems[name] = {"kind": "score_fusion", "components": parts, "weights": [float(w) for w in fusion.weights],
+                             "bias": float(fusion.bias), "trained_on": trained_on, **calibration(dev)}
+        atomic_write_json(out / "systems.json", {
+            "protocol": protocol,
+            "decision": "genuine when LLR >= threshold (the system's dev EER threshold), else spoof",
+            "systems": systems,
+        })
+        log.info("fitted systems %s written to %s", sorted(systems), out)
+        return out

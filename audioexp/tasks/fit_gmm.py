@@ -5,8 +5,9 @@
 Scores every system of :class:`audioexp.systems.replay_countermeasure.GMMReplayCountermeasure`
 (front-ends under ``frontends``, the back-end of the ``backend`` group, fusions under
 ``gmm``) on dev and eval and reports ``<split>/<system>/eer`` and ``min_dcf``. Writes
-``scores_<split>_<system>.txt``, ``det_<split>_<system>.png`` and ``results.md`` (a table)
-into the output dir and logs the metrics, the table and the DET curves (W&B).
+``scores_<split>_<system>.txt``, ``det_<split>_<system>.png``, ``results.md`` (a table) and
+the fitted systems (``countermeasure/``: GMM parameters and dev EER thresholds, what
+``python -m audioexp.predict RUN_DIR FILE...`` scores with) into the output dir and logs the metrics, the table and the DET curves (W&B).
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ import numpy as np
 from omegaconf import DictConfig
 
 from audioexp.metrics.verification import equal_error_rate, minimum_dcf
-from audioexp.systems.replay_countermeasure import GMMReplayCountermeasure
+from audioexp.systems.replay_countermeasure import GMMReplayCountermeasure, system_file_name
 from audioexp.tasks.registry import register_task
 from audioexp.tasks.skeleton import TaskRun, data_metrics
 from audioexp.utils.files import atomic_open, atomic_write_text
@@ -44,6 +45,7 @@ def fit_gmm(cfg: DictConfig) -> dict[str, float]:
     )
     corpus.prepare_data(system.splits)  # protocols read and checked before any feature is computed
     scores, labels = system.score(corpus)
+    system.save(run.output_dir, scores, labels)  # what `python -m audioexp.predict RUN_DIR` scores with
 
     metrics: dict[str, float] = {}
     rows, figures = [], {}
@@ -54,7 +56,7 @@ def fit_gmm(cfg: DictConfig) -> dict[str, float]:
             metrics[f"{split}/{name}/eer"] = eer
             metrics[f"{split}/{name}/min_dcf"] = dcf
             rows.append([name, split, 100 * eer, dcf, len(s)])
-            safe = name.replace("(", "_").replace(")", "").replace("+", "_")
+            safe = system_file_name(name)
             with atomic_open(run.output_dir / f"scores_{split}_{safe}.txt", mode="wb") as handle:
                 np.savetxt(handle, np.stack([s, labels[split]], 1), fmt=["%.6f", "%d"])
             fig = det_curve_figure(s, labels[split], title=f"{name} ({split})")
