@@ -162,7 +162,7 @@ def predict_rows(predict, files, to_row, progress: bool = True, desc: str = "pre
         row = {"path": str(path)}
         try:
             row.update(to_row(predict(path)))
-        except ROW_ERRORS as err:  # AudioFileError is a ValueError
+        except ROW_ERRORS as err:  # AudioFileError is a RuntimeError
             row["error"] = str(err).replace("\n", " ")
         else:
             row["error"] = ""
@@ -259,6 +259,42 @@ class Predictor:
             raise ValueError("score() compares speaker embeddings: it needs a verification run "
                              "(e.g. +experiment=voxceleb_centerloss_verification)")
         return cosine_score(self.predict(a, sample_rate)["embedding"], self.predict(b, sample_rate)["embedding"])
+
+    def score_trials(self, trials, audio_root=None, progress: bool = True) -> list[dict]:
+        """Cosine scores of a trial list (VoxCeleb's ``veri_test.txt`` format: ``1|0 path_a
+        path_b`` per line, 1 = same speaker), each file embedded once.
+
+        Paths are relative to ``audio_root``: by default the list's folder's ``wav/`` when it
+        exists (the VoxCeleb1 layout), else the list's folder. One row per trial: ``label``,
+        ``enrol``, ``test``, ``score`` and ``error`` (a file that could not be read: its trials
+        get no score, the others still do).
+        """
+        from pathlib import Path
+
+        from tqdm.auto import tqdm
+
+        from audioexp.data.voxceleb1 import read_trial_list
+
+        if self.kind != "embedding":
+            raise ValueError("score_trials() compares speaker embeddings: it needs a verification run "
+                             "(e.g. +experiment=voxceleb_centerloss_verification)")
+        trials = Path(trials)
+        pairs = read_trial_list(trials)
+        if audio_root is None:
+            audio_root = trials.parent / "wav" if (trials.parent / "wav").is_dir() else trials.parent
+        embeddings, errors = {}, {}
+        files = sorted({f for _, a, b in pairs for f in (a, b)})
+        for f in tqdm(files, desc="embed", unit="file", disable=not progress):
+            try:
+                embeddings[f] = self.predict(Path(audio_root) / f)["embedding"]
+            except ROW_ERRORS as err:
+                errors[f] = str(err).replace("\n", " ")
+        rows = []
+        for label, a, b in pairs:
+            bad = "; ".join(errors[f] for f in (a, b) if f in errors)
+            score = "" if bad else cosine_score(embeddings[a], embeddings[b])
+            rows.append({"label": label, "enrol": a, "test": b, "score": score, "error": bad})
+        return rows
 
     def predict_files(self, paths, progress: bool = True) -> list[dict]:
         """One row per file of ``paths`` (files, folders, list files): the path, the prediction

@@ -149,3 +149,63 @@ def test_predict_on_whole_utterances_as_evaluation(trained_run, voxceleb_corpus)
     assert got["windows"] == 1
     np.testing.assert_allclose([got["probs"][c] for c in predictor.class_names], expected, atol=1e-5)
     assert got["top_class"] == predictor.class_names[int(np.argmax(expected))]
+
+
+@pytest.fixture(scope="module")
+def verification_run(tmp_path_factory, voxceleb_corpus):
+    out = tmp_path_factory.mktemp("vox_veri_run")
+    cfg = compose_config(
+        ["+experiment=voxceleb_centerloss_verification", "+debug=limit", f"data.root={voxceleb_corpus}",
+         "logger=none", "trainer.max_epochs=1", "trainer.limit_test_batches=1.0", *SMALL], out)
+    run(cfg)
+    return out
+
+
+def test_verification_predict_gives_embeddings_and_scores_the_trial_list_as_evaluation(verification_run,
+                                                                                         voxceleb_corpus, tmp_path):
+    """A verification run: predict (task=predict) gives each file's embedding, 44.1 kHz stereo,
+    10x long and corrupt files included; score(a, b) is the cosine of the embeddings; the trial
+    list scored by predict has the run's test EER."""
+    import csv
+
+    import librosa
+    import soundfile as sf
+
+    import audioexp
+    from audioexp.data.voxceleb1 import read_trial_list
+    from audioexp.metrics.verification import equal_error_rate
+
+    predictor = audioexp.load(verification_run)
+    assert predictor.kind == "embedding"
+    trials = read_trial_list(voxceleb_corpus / "veri_test.txt")
+    a, b = (voxceleb_corpus / "wav" / p for p in trials[0][1:])
+    model = load_run(verification_run)
+    assert predictor.score(a, b) == pytest.approx(score_pair(model, a, b), abs=1e-5)
+
+    y, sr = sf.read(a)
+    stereo, long, broken = tmp_path / "stereo_44k.wav", tmp_path / "long.wav", tmp_path / "broken.wav"
+    sf.write(stereo, np.stack([librosa.resample(y, orig_sr=sr, target_sr=44100)] * 2, 1), 44100)
+    sf.write(long, np.tile(y, 10), sr)
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    out = tmp_path / "predict"
+    run(compose_config(["task=predict", f"predict.run_dir={verification_run}",
+                        f"predict.paths=[{a},{stereo},{long},{broken}]", "logger=none"], out))
+    rows = list(csv.DictReader((out / "predictions.csv").open()))
+    assert [r["path"] for r in rows] == [str(a), str(stereo), str(long), str(broken)]
+    assert all(r["error"] == "" for r in rows[:3]) and "broken.wav" in rows[3]["error"]
+    vectors = [np.array(r["embedding"].split(), dtype=float) for r in rows[:3]]
+    assert all(v.shape == (128,) for v in vectors)
+    np.testing.assert_allclose(vectors[0], embed_file(model, a), rtol=1e-4, atol=1e-5)  # printed to 6 digits
+    from audioexp.inference import cosine_score
+
+    assert cosine_score(vectors[0], vectors[1]) > 0.9  # the same utterance through 44.1 kHz stereo
+    assert json.loads((out / "metrics.json").read_text())["error_rows"] == 1
+
+    from audioexp.predict import main
+
+    scored = tmp_path / "trials.csv"
+    assert main([str(verification_run), "--trials", str(voxceleb_corpus / "veri_test.txt"), "--out", str(scored)]) == 0
+    table = list(csv.DictReader(scored.open()))
+    assert len(table) == len(trials) and all(r["error"] == "" for r in table)
+    eer, _ = equal_error_rate(np.array([float(r["score"]) for r in table]), np.array([int(r["label"]) for r in table]))
+    assert eer == pytest.approx(json.loads((verification_run / "metrics.json").read_text())["test/eer"], abs=1e-6)
