@@ -43,6 +43,7 @@ def test_pretrain_finetune_with_ad_and_aggregate_over_folds(tmp_path, voxceleb_c
             tuned = model.state_dict()[conv]
             assert not torch.equal(tuned, speaker_state[conv])
             assert (tuned - speaker_state[conv]).abs().max() < 0.05 * speaker_state[conv].abs().max() + 1e-3
+            _predict_equals_evaluation(out, cfg, metrics, tmp_path)
 
     agg = tmp_path / "aggregate"
     result = run(compose_config(["task=aggregate", f"aggregate.sweep_dir={sweep}", "logger=none"], agg))
@@ -54,6 +55,35 @@ def test_pretrain_finetune_with_ad_and_aggregate_over_folds(tmp_path, voxceleb_c
     assert metrics["test/weighted_f1/std"] == pytest.approx(np.std(values, ddof=1))
     table = (agg / "aggregate.md").read_text()
     assert "mean +- std" in table and "test/weighted_f1" in table
+
+
+def _predict_equals_evaluation(run_dir, cfg, metrics, tmp_path):
+    """`audioexp.load(run).predict` on the fold's test utterances: the accuracy is the run's
+    test/acc; a 44.1 kHz stereo copy and a 10x long file get rows, a corrupt one an error row."""
+    import hydra
+    import librosa
+    import soundfile as sf
+
+    import audioexp
+
+    datamodule = hydra.utils.instantiate(cfg.data)
+    datamodule.prepare_data()
+    datamodule.setup("test")
+    test = datamodule.splits["test"]
+    predictor = audioexp.load(run_dir)
+    assert predictor.kind == "classifier" and predictor.class_names == list(datamodule.class_names)
+    paths = [datamodule.root / p for p in test.paths]
+    predicted = [predictor.class_names.index(predictor.predict(p)["top_class"]) for p in paths]
+    assert np.mean(np.array(predicted) == test.labels) == pytest.approx(metrics["test/acc"], abs=1e-6)
+    y, sr = sf.read(paths[0])
+    stereo, long, broken = tmp_path / "stereo_44k.wav", tmp_path / "long.wav", tmp_path / "broken.wav"
+    sf.write(stereo, np.stack([librosa.resample(y, orig_sr=sr, target_sr=44100)] * 2, 1), 44100)
+    sf.write(long, np.tile(y, 10), sr)
+    broken.write_bytes(b"RIFF\x00\x00\x00\x00WAVEnot audio")
+    rows = predictor.predict_files([paths[0], stereo, long, broken], progress=False)
+    assert [r["error"] == "" for r in rows] == [True, True, True, False] and "broken.wav" in rows[3]["error"]
+    assert {"top_class", "top_prob", "windows", "seconds", *(f"prob_{c}" for c in datamodule.class_names)} <= set(rows[0])
+    assert float(rows[2]["seconds"]) == pytest.approx(10 * float(rows[0]["seconds"]), rel=1e-3)
 
 
 def test_aggregate_statistics_and_missing_jobs(tmp_path):
