@@ -1,8 +1,10 @@
 """The embedders a probe can use, one per option of the ``embedder`` config group.
 
-Each has ``name``, ``settings()`` (what its output depends on: the cache key) and
+Each has ``name``, ``settings()`` (what its output depends on: the cache key),
 ``embed(datamodule, trainer_kwargs) -> ndarray (files, dim)`` over the datamodule's
-``files`` in order.
+``files`` in order, and ``embed_waveform(waveform, sample_rate) -> ndarray (dim,)`` for one
+clip (what a saved probe predicts with, :mod:`audioexp.systems.probe_predictor`): the same
+numbers as ``embed`` gives that clip's row.
 
 - :class:`OpenSmileEmbedder`: openSMILE functionals through the ``opensmile`` package
   (ComParE_2016: 6,373 values; eGeMAPSv02: 88), one clip at a time, on the CPU.
@@ -21,7 +23,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
-from audioexp.embedders.byols import CHECKPOINT_HELP, ByolsCvT, ByolsFrontend, HybridByols, load_byols_checkpoint
+from audioexp.embedders.byols import SAMPLE_RATE, CHECKPOINT_HELP, ByolsCvT, ByolsFrontend, HybridByols, load_byols_checkpoint
 from audioexp.embedders.extract import predict_embeddings
 from audioexp.embedders.functional import LOG_EPS
 
@@ -35,6 +37,19 @@ def _file_info(path: str | os.PathLike | None) -> dict:
         return {"path": None}
     st = os.stat(path)
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
+
+
+def _mono_tensor(waveform, sample_rate: int, target_rate: int) -> torch.Tensor:
+    """A (time,) waveform at ``sample_rate`` as a float32 tensor at ``target_rate`` (resampled as
+    :func:`audioexp.data.audio.to_mono_at_rate` does when the rates differ)."""
+    x = np.asarray(waveform, dtype=np.float32)
+    if x.ndim != 1:
+        raise ValueError(f"embed_waveform takes a mono (time,) waveform, got shape {x.shape}")
+    if int(sample_rate) == int(target_rate):
+        return torch.from_numpy(np.ascontiguousarray(x))
+    from audioexp.data.audio import to_mono_at_rate
+
+    return to_mono_at_rate(x[:, None], int(sample_rate), int(target_rate))
 
 
 class OpenSmileEmbedder:
@@ -115,6 +130,16 @@ class ByolsEmbedder:
     batch_size : int
         Must stay 1 unless the clips have equal lengths (the attention would see padding;
         the module then falls back to one clip at a time anyway).
+
+    Attributes
+    ----------
+    corpus_mean, corpus_std : float or None
+        With ``normalization="dataset"``: the log-mel statistics :meth:`embed` (or
+        :meth:`corpus_statistics`) computed over the files it embedded. A saved probe keeps
+        them and predicts with ``normalization="fixed"`` and these numbers, so that one file's
+        embedding does not depend on the other files given with it.
+    device : str
+        Where :meth:`embed_waveform` runs the network (``cpu`` by default).
     """
 
     def __init__(self, checkpoint: str | None = None, normalization: str = "dataset", mean: float | None = None, std: float | None = None, name: str = "hybrid_byols") -> None:
@@ -130,6 +155,10 @@ class ByolsEmbedder:
         self.normalization = normalization
         self.mean, self.std = mean, std
         self.name = name
+        self.corpus_mean: float | None = None
+        self.corpus_std: float | None = None
+        self.device = "cpu"
+        self._model: HybridByols | None = None
 
     def settings(self) -> dict:
         return {"embedder": "hybrid_byols", "checkpoint": _file_info(self.checkpoint), "normalization": self.normalization,
@@ -139,14 +168,51 @@ class ByolsEmbedder:
         network = load_byols_checkpoint(ByolsCvT(), self.checkpoint)
         return HybridByols(network, ByolsFrontend(self.mean or 0.0, self.std or 1.0)).eval()
 
+    def corpus_statistics(self, datamodule, trainer_kwargs: dict | None = None) -> tuple[float, float]:
+        """The ``dataset`` normalisation's log-mel statistics over the datamodule's files: the
+        mean of the per-clip means and of the per-clip standard deviations (serab-byols), files
+        skipped as bad left out; recorded as :attr:`corpus_mean` and :attr:`corpus_std`."""
+        n = len(datamodule.files)
+        stats = predict_embeddings(_ClipStatistics(ByolsFrontend()), datamodule, n, trainer_kwargs)
+        read = np.isfinite(stats).all(axis=1)  # NaN rows: files skipped when read (data.skip_bad_files)
+        if not read.any():
+            raise RuntimeError("BYOL-S dataset normalisation: no file could be read")
+        self.corpus_mean, self.corpus_std = float(stats[read, 0].mean()), float(stats[read, 1].mean())
+        log.info("BYOL-S log-mel statistics over the %d files: mean %.4f, std %.4f", int(read.sum()), self.corpus_mean, self.corpus_std)
+        return self.corpus_mean, self.corpus_std
+
     def embed(self, datamodule, trainer_kwargs: dict | None = None) -> np.ndarray:
         model = self.build()
-        n = len(datamodule.files)
         if self.normalization == "dataset":
-            stats = predict_embeddings(_ClipStatistics(model.frontend), datamodule, n, trainer_kwargs)
-            model.frontend.mean, model.frontend.std = float(stats[:, 0].mean()), float(stats[:, 1].mean())
-            log.info("BYOL-S log-mel statistics over the %d files: mean %.4f, std %.4f", n, model.frontend.mean, model.frontend.std)
-        return predict_embeddings(model, datamodule, n, trainer_kwargs)
+            model.frontend.mean, model.frontend.std = self.corpus_statistics(datamodule, trainer_kwargs)
+        return predict_embeddings(model, datamodule, len(datamodule.files), trainer_kwargs)
+
+    def _normalization_statistics(self) -> tuple[float, float]:
+        if self.normalization == "fixed":
+            return float(self.mean), float(self.std)
+        if self.corpus_mean is None or self.corpus_std is None:
+            raise ValueError(
+                "BYOL-S normalization=dataset normalises by statistics of the files embedded together, so one "
+                "file has none: embed a corpus first (embed() records them) or use normalization=fixed with "
+                "embedder.mean and embedder.std"
+            )
+        return self.corpus_mean, self.corpus_std
+
+    @torch.no_grad()
+    def embed_waveform(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+        """(time,) mono at ``sample_rate`` (resampled to 16 kHz if it differs) -> (2048,) float64.
+
+        Normalised by ``mean``/``std`` (``fixed``) or by the statistics the last :meth:`embed`
+        recorded (``dataset``: :attr:`corpus_mean`, :attr:`corpus_std`; without them it
+        raises, saying why).
+        """
+        mean, std = self._normalization_statistics()
+        if self._model is None:
+            self._model = self.build()
+        model = self._model.to(self.device)
+        model.frontend.mean, model.frontend.std = mean, std
+        x = _mono_tensor(waveform, sample_rate, SAMPLE_RATE)
+        return model.embed(x[None].to(self.device))[0].float().cpu().numpy().astype(np.float64)
 
 
 class RunEmbedder:
@@ -161,6 +227,11 @@ class RunEmbedder:
         only load run dirs you trust.
     checkpoint : str
         ``best``, ``last`` or a path.
+
+    Attributes
+    ----------
+    device : str
+        Where :meth:`embed_waveform` runs the model (``cpu`` by default).
     """
 
     def __init__(self, run_dir: str | None = None, checkpoint: str = "best", name: str | None = None) -> None:
@@ -169,6 +240,8 @@ class RunEmbedder:
         self.run_dir = Path(run_dir)
         self.checkpoint = checkpoint
         self.name = name or f"audioexp:{self.run_dir.name}"
+        self.device = "cpu"
+        self._model = None
 
     def _checkpoint_path(self) -> Path:
         from audioexp.utils.runs import find_checkpoint
@@ -178,13 +251,31 @@ class RunEmbedder:
     def settings(self) -> dict:
         return {"embedder": "audioexp", "run_dir": str(self.run_dir.resolve()), "checkpoint": _file_info(self._checkpoint_path())}
 
-    def embed(self, datamodule, trainer_kwargs: dict | None = None) -> np.ndarray:
+    def _load(self):
         from audioexp.inference import load_run
 
         model = load_run(self.run_dir, self.checkpoint)
         if not hasattr(model, "embed"):
             raise TypeError(f"the model of {self.run_dir} ({type(model).__name__}) has no embed(waveform, lengths) method")
-        rate = getattr(getattr(model, "frontend", None), "sample_rate", 16000)
+        return model
+
+    @staticmethod
+    def _rate(model) -> int:
+        return int(getattr(getattr(model, "frontend", None), "sample_rate", 16000))
+
+    @torch.no_grad()
+    def embed_waveform(self, waveform: np.ndarray, sample_rate: int) -> np.ndarray:
+        """(time,) mono at ``sample_rate`` (resampled to the run's front-end rate if it
+        differs) -> (dim,) float64: the run's ``model.embed`` of the whole clip."""
+        if self._model is None:
+            self._model = self._load()
+        model = self._model.to(self.device)
+        x = _mono_tensor(waveform, sample_rate, self._rate(model))
+        return model.embed(x[None].to(self.device))[0].float().cpu().numpy().astype(np.float64)
+
+    def embed(self, datamodule, trainer_kwargs: dict | None = None) -> np.ndarray:
+        model = self._load()
+        rate = self._rate(model)
         if rate != datamodule.sample_rate:
             raise ValueError(f"the run's front-end expects {rate} Hz audio; set data.sample_rate={rate}")
         return predict_embeddings(model, datamodule, len(datamodule.files), trainer_kwargs)

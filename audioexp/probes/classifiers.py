@@ -114,6 +114,10 @@ class ProbeResult:
     y_pred: np.ndarray
     test_speakers: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    #: The grid search's best pipeline refitted on the training rows (``best_estimator_``):
+    #: the model that made ``y_pred``. Not written to ``splits.json``; the run saves split 0's
+    #: (:func:`audioexp.systems.probe_predictor.write_deployable_probe`).
+    estimator: object | None = field(default=None, repr=False, compare=False)
 
 
 def grid_search(
@@ -164,7 +168,8 @@ def fit_and_score(
     grouped_inner_folds: bool = False,
     **search_kwargs,
 ) -> ProbeResult:
-    """Grid-search on the training rows, then macro recall and accuracy on the test rows."""
+    """Grid-search on the training rows, then macro recall and accuracy on the test rows
+    (the fitted best pipeline is kept in :attr:`ProbeResult.estimator`)."""
     start = time.perf_counter()
     groups = np.asarray(speakers)[train_index] if grouped_inner_folds else None
     search = grid_search(classifier, x[train_index], y[train_index], groups=groups, **search_kwargs)
@@ -180,6 +185,7 @@ def fit_and_score(
         y_pred=y_pred,
         test_speakers=sorted(set(np.asarray(speakers)[test_index].tolist())) if speakers is not None else [],
         seconds=time.perf_counter() - start,
+        estimator=search.best_estimator_,
     )
 
 

@@ -10,6 +10,12 @@ speaker-independent splits: one seeded split, leave-one-speaker-out or repeated 
 Parts: embedders in :mod:`audioexp.embedders`, the classifiers and their grids in
 :mod:`audioexp.probes.classifiers`, splits and per-speaker standardisation in
 :mod:`audioexp.probes.functional`.
+
+At the end of a run :meth:`EmbeddingProbe.save_probe` writes the deployable probe into
+``RUN_DIR/probe/`` (split 0's fitted classifiers, the corpus speakers' statistics, the
+embedder's settings); :class:`ProbePredictor` (:mod:`audioexp.systems.probe_predictor`)
+predicts with it. Its ``.joblib`` files are pickles: a run dir is code-adjacent input, only
+load run dirs you trust.
 """
 
 from __future__ import annotations
@@ -25,11 +31,13 @@ import numpy as np
 from audioexp.embedders.extract import EmbeddingCache
 from audioexp.probes.classifiers import DISPLAY_NAMES, ProbeResult, fit_and_score, per_class_report, pooled_confusion
 from audioexp.probes.functional import evaluation_splits, speaker_standardize
+from audioexp.systems.probe_predictor import PROBE_DIR, ProbePredictor, write_deployable_probe
 from audioexp.utils.files import atomic_open, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
 
-__all__ = ["EmbeddingProbe", "RESULT_COLUMNS", "get_embeddings", "markdown_table", "merge_into_sweep", "write_results"]
+__all__ = ["EmbeddingProbe", "ProbePredictor", "RESULT_COLUMNS", "get_embeddings", "markdown_table", "merge_into_sweep",
+           "write_results"]
 
 RESULT_COLUMNS = ["embedder", "classifier", "uar", "uar_std", "accuracy", "accuracy_std", "cv_uar", "protocol", "splits", "dim"]
 
@@ -148,6 +156,16 @@ class EmbeddingProbe:
         Where embeddings are cached.
     seed : int
         Of the classifiers (random forests).
+
+    Attributes
+    ----------
+    raw_embeddings_ : ndarray
+        Set by :meth:`embed`: the embeddings before per-speaker standardisation (NaN rows: files
+        not read).
+    splits_, results_
+        Set by :meth:`evaluate`: the (train, test) row indices of each split, and per classifier
+        its :class:`~audioexp.probes.classifiers.ProbeResult` of each split (with the fitted
+        estimator); :meth:`save_probe` writes split 0's.
     """
 
     def __init__(self, classifiers: list[str], grid: str = "paper", protocol: str = "split", test_fraction: float = 0.3,
@@ -172,6 +190,12 @@ class EmbeddingProbe:
         """``(files, dim)`` embeddings of the datamodule's files, standardised per speaker if asked
         (over the files that were read: a bad file skipped when read keeps a NaN row)."""
         x = get_embeddings(embedder, datamodule, self.cache_dir, trainer_kwargs)
+        if getattr(embedder, "normalization", None) == "dataset" and getattr(embedder, "corpus_mean", None) is None \
+                and hasattr(embedder, "corpus_statistics"):
+            # BYOL-S: embeddings read from the cache; the saved probe needs the corpus's log-mel
+            # statistics that embed() would have recorded (the log-mels only, no network)
+            embedder.corpus_statistics(datamodule, trainer_kwargs)
+        self.raw_embeddings_ = x
         if not self.speaker_normalization:
             return x
         read = np.isfinite(x).all(axis=1)
@@ -202,6 +226,7 @@ class EmbeddingProbe:
         log.info("%s: %d files, %d speakers, %s protocol with %d split(s); classifiers %s, %s grid",
                  embedder_name, len(y), len(np.unique(speakers)), self.protocol, len(splits), self.classifiers, self.grid)
         rows, metrics, figures, per_split = [], {}, {}, []
+        self.splits_, self.results_ = splits, {}
         (output_dir / "reports").mkdir(parents=True, exist_ok=True)
         for clf in self.classifiers:
             results = []
@@ -216,6 +241,7 @@ class EmbeddingProbe:
                 results.append(result)
                 per_split.append({"classifier": clf, "split": k, "test_speakers": result.test_speakers, "uar": result.uar,
                                   "accuracy": result.accuracy, "cv_uar": result.cv_uar, "best_params": result.best_params})
+            self.results_[clf] = results
             row = summarize(embedder_name, clf, results, self.protocol, x.shape[1])
             rows.append(row)
             metrics[f"test/{clf}/uar"] = row["uar"]
@@ -242,3 +268,35 @@ class EmbeddingProbe:
         write_results(rows, output_dir)
         log.info("results table:\n%s", markdown_table(rows))
         return rows, metrics, figures
+
+    def save_probe(self, output_dir: Path, embedder, datamodule, read: np.ndarray, metrics: dict[str, float],
+                   embedder_config: dict | None = None) -> Path:
+        """Write the deployable probe into ``output_dir/probe/`` after :meth:`embed` and
+        :meth:`evaluate` (``read``: the rows :meth:`evaluate` was given), see
+        :mod:`audioexp.systems.probe_predictor`: each classifier's split-0 estimator
+        (``.joblib``, a pickle: only load run dirs you trust), ``probe.json``,
+        ``test_predictions.csv`` and ``speaker_stats.npz``."""
+        read = np.asarray(read, dtype=bool)
+        train_index, test_index = self.splits_[0]
+        first = {clf: results[0] for clf, results in self.results_.items()}
+        return write_deployable_probe(
+            Path(output_dir) / PROBE_DIR,
+            estimators={clf: r.estimator for clf, r in first.items()},
+            split0={clf: {"uar": r.uar, "accuracy": r.accuracy, "cv_uar": r.cv_uar, "best_params": r.best_params}
+                    for clf, r in first.items()},
+            test_uar={clf: metrics[f"test/{clf}/uar"] for clf in first},
+            class_names=list(datamodule.class_names),
+            x_raw=self.raw_embeddings_[read],
+            files=list(np.asarray(datamodule.files)[read]),
+            speakers=np.asarray(datamodule.speakers)[read],
+            labels=np.asarray(datamodule.labels)[read],
+            test_index=test_index,
+            test_predictions={clf: r.y_pred for clf, r in first.items()},
+            embedder=embedder,
+            embedder_config=embedder_config,
+            speaker_normalization=self.speaker_normalization,
+            sample_rate=int(datamodule.sample_rate),
+            data_root=getattr(datamodule, "root", None),
+            protocol=self.protocol,
+            num_splits=len(self.splits_),
+        )

@@ -8,7 +8,10 @@ group). Writes into the run dir: ``results.csv`` and ``results.md`` (embedder x 
 macro recall = UAR and accuracy, mean and standard deviation over splits),
 ``reports/<classifier>.txt`` and ``.json`` (per-class precision/recall/F1 pooled over the
 splits), ``splits.json`` (test speakers and best parameters per split),
-``confusion_<classifier>.png``; the same table goes to W&B, the metrics to ``metrics.json``.
+``confusion_<classifier>.png``, and ``probe/`` (each classifier fitted on split 0's training
+speakers, the corpus speakers' statistics, the embedder's settings: what
+:class:`audioexp.systems.probe_predictor.ProbePredictor` predicts with; its ``.joblib`` files
+are pickles, only load run dirs you trust); the same table goes to W&B, the metrics to ``metrics.json``.
 In a multirun the sweep dir's ``results.csv`` and ``results.md`` gather the rows of every job.
 """
 
@@ -18,7 +21,7 @@ import logging
 
 import hydra
 import numpy as np
-from omegaconf import DictConfig
+from omegaconf import DictConfig, OmegaConf
 
 from audioexp.systems.embedding_probe import RESULT_COLUMNS, merge_into_sweep
 from audioexp.tasks.registry import register_task
@@ -50,6 +53,8 @@ def probe(cfg: DictConfig) -> dict[str, float]:
                     int((~read).sum()), len(read), np.asarray(datamodule.files)[~read][0])
     rows, metrics, figures = system.evaluate(x[read], datamodule.labels[read], np.asarray(datamodule.speakers)[read],
                                              datamodule.class_names, embedder.name, run.output_dir)
+    system.save_probe(run.output_dir, embedder, datamodule, read, metrics,
+                      embedder_config=OmegaConf.to_container(cfg.embedder, resolve=True))
     metrics.update(data_metrics(datamodule, read_skipped={"all": int((~read).sum())}))
     merge_into_sweep(rows)
     return run.finish(
