@@ -52,6 +52,12 @@ __all__ = [
 ]
 
 
+def _capturing_graph() -> bool:
+    """Whether the code runs under ``torch.jit.trace``, ``torch.export`` or ``torch.compile``,
+    where a tensor's value cannot steer Python (it would be frozen into the graph, or refused)."""
+    return torch.jit.is_tracing() or torch.compiler.is_compiling() or torch.compiler.is_exporting()
+
+
 def _hamming(win_length: int, like: torch.Tensor) -> torch.Tensor:
     return periodic_window("hamming", win_length, like.dtype, like.device)
 
@@ -253,6 +259,11 @@ def pack_voiced_frames(
     Items with fewer speech frames than ``num_out`` repeat theirs cyclically to fill the
     output, so a batch stays one unpadded tensor.
 
+    The default output length is computed by tensor ops (a boolean selection of the frame
+    positions below the largest count), not read into Python: a traced or exported graph
+    (``torch.jit.trace``, ``torch.onnx.export``) keeps it a function of its input instead of
+    freezing the count of the example it was built on. No sort either (ONNX has no stable one).
+
     Parameters
     ----------
     features : Tensor, shape (batch, n_features, frames)
@@ -274,12 +285,22 @@ def pack_voiced_frames(
     tensor([[[0., 2., 0.]]])
     """
     counts = mask.sum(dim=1)
-    if bool((counts == 0).any()):
+    if not _capturing_graph() and bool((counts == 0).any()):
         raise ValueError("pack_voiced_frames: an item has no speech frame")
-    num_out = int(counts.max()) if num_out is None else int(num_out)
-    # stable sort puts the speech frames first, in their order
-    order = torch.argsort((~mask).to(torch.int8), dim=1, stable=True)
-    t = torch.arange(num_out, device=features.device)[None, :] % counts[:, None]
+    if num_out is None:  # 0 .. max(counts) - 1, a length the graph computes (see above)
+        positions = torch.arange(mask.shape[1], device=features.device)
+        positions = positions[positions < counts.max()]
+        if not torch.jit.is_tracing():  # (a trace's sizes are tensors)
+            # every item has a speech frame (checked above): tells an exporter the length is positive
+            torch._check(positions.shape[0] >= 1)
+    else:
+        positions = torch.arange(int(num_out), device=features.device)
+    # the frames in the stable-sorted order of ~mask: the speech frames first, in their order,
+    # then the others; each frame's place in it is a running count of its kind
+    frames = torch.arange(mask.shape[1], device=mask.device).expand(mask.shape[0], -1)
+    place = torch.where(mask, mask.cumsum(dim=1) - 1, counts[:, None] + (~mask).cumsum(dim=1) - 1)
+    order = torch.zeros_like(frames).scatter(1, place, frames)
+    t = positions[None, :] % counts[:, None]
     source = torch.gather(order, 1, t)
     packed = torch.gather(features, 2, source[:, None, :].expand(-1, features.shape[1], -1))
     return packed, counts
@@ -395,10 +416,12 @@ class LogFilterbank(nn.Module):
             if self.normalize:
                 feats = normalize_over_mask(feats, mask)
             if self.vad != "none" or lengths is not None:
+                # digital silence: keep its frames rather than fail (a no-op for the other
+                # items, so applied unconditionally: a traced graph keeps it)
                 silent = mask.sum(dim=1) == 0
-                if bool(silent.any()):  # digital silence: keep its frames rather than fail
+                if not _capturing_graph() and bool(silent.any()):
                     log_once(log, "vad:silent", "LogFilterbank: an utterance has no frame above the VAD threshold; keeping all its frames")
-                    mask = mask | silent[:, None]
+                mask = mask | silent[:, None]
                 feats, _ = pack_voiced_frames(feats, mask)
         return feats.unsqueeze(1)
 

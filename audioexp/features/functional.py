@@ -208,8 +208,54 @@ def log_power_spectrogram(
     """
     win_length = win_length or n_fft
     win = window_tensor if window_tensor is not None else periodic_window(window, win_length, waveform.dtype, waveform.device)
-    power = stft_power(waveform, win, n_fft, hop_length, win_length, 2.0, center, pad_mode)
+    power = stft_power_real(waveform, win, n_fft, hop_length, win_length, center, pad_mode)
     return torch.log(power + eps)
+
+
+def stft_power_real(
+    waveform: torch.Tensor, window: torch.Tensor, n_fft: int, hop_length: int, win_length: int,
+    center: bool = True, pad_mode: str = "reflect",
+) -> torch.Tensor:
+    """One-sided, unnormalised STFT power ``re^2 + im^2``, shape (..., n_fft // 2 + 1, frames).
+
+    :func:`stft_power` with ``power=2``, computed on the real view of the STFT
+    (``torch.view_as_real``) before any shape is read: no shape is ever taken of a complex
+    tensor, which the ONNX (dynamo) exporter cannot translate (``aten.sym_size`` of a
+    complex value). The power equals ``|X|^2`` to float rounding (``|X|`` is a ``hypot``).
+
+    Parameters
+    ----------
+    waveform : Tensor, shape (..., time)
+    window : Tensor, shape (win_length,)
+    n_fft, hop_length, win_length : int
+        In samples.
+    center : bool
+        Centred frames, the signal padded by ``n_fft // 2`` each side (``pad_mode``).
+
+    Returns
+    -------
+    Tensor, shape (..., n_fft // 2 + 1, frames)
+
+    Examples
+    --------
+    >>> x = torch.randn(2, 3, 4000, dtype=torch.float64)
+    >>> win = torch.hamming_window(320, dtype=torch.float64)
+    >>> power = stft_power_real(x, win, 320, 160, 320)
+    >>> power.shape
+    torch.Size([2, 3, 161, 26])
+    >>> torch.allclose(power, stft_power(x, win, 320, 160, 320), rtol=1e-12, atol=0)
+    True
+    """
+    leading = waveform.shape[:-1]
+    spec = torch.stft(
+        waveform.reshape(-1, waveform.shape[-1]), n_fft=n_fft, hop_length=hop_length, win_length=win_length,
+        window=window, center=center, pad_mode=pad_mode, normalized=False, onesided=True, return_complex=True,
+    )
+    power = torch.view_as_real(spec).pow(2).sum(dim=-1)  # (items, freq, frames): real from here on
+    if len(leading) == 1:
+        return power
+    # the frames as -1: a size given by number would be read off the STFT's (complex) output
+    return power.reshape(*leading, n_fft // 2 + 1, -1)
 
 
 def periodic_window(name: str, length: int, dtype: torch.dtype = torch.float32, device=None) -> torch.Tensor:
