@@ -174,8 +174,11 @@ def _export_module(module: nn.Module, example: torch.Tensor, fmt: str, out: Path
     import onnxruntime as ort
 
     tmp = out.with_name(out.name + ".partial")
-    torch.onnx.export(module, (example,), str(tmp), input_names=[input_name], output_names=[output_name],
-                      dynamic_shapes={input_name: dynamic}, opset_version=18, dynamo=True, external_data=False)
+    # oneDNN off for the export only: a data-dependent length (ADResNet's voiced frames) makes
+    # the fake convolution ask oneDNN's size rule about an unknown size, which export refuses
+    with torch.backends.mkldnn.flags(enabled=False):
+        torch.onnx.export(module, (example,), str(tmp), input_names=[input_name], output_names=[output_name],
+                          dynamic_shapes={input_name: dynamic}, opset_version=18, dynamo=True, external_data=False)
     tmp.replace(out)
     session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
     return lambda x: session.run(None, {input_name: x})[0]

@@ -107,25 +107,6 @@ def exported_runner(path, fmt):
     return lambda x: module(x).detach().numpy()
 
 
-def onnx_export_without_onednn(monkeypatch) -> None:
-    """Run ``torch.onnx.export`` with oneDNN (mkldnn) off, as ``export_run`` should.
-
-    The ADResNet's VAD-packed frames have a data-dependent length; while the ONNX exporter
-    decomposes the graph, PyTorch's fake convolution asks oneDNN's size heuristic about it
-    (``input.numel() > 20480``) and fails (``GuardOnDataDependentSymNode: 656*u3 > 20480``).
-    With oneDNN off the heuristic is not asked; the ONNX graph is the same. Only the export
-    call is wrapped: eager convolutions without oneDNN are several times slower. To be removed
-    once ``export_run`` wraps its ``torch.onnx.export`` call so.
-    """
-    export = torch.onnx.export
-
-    def export_without_onednn(*args, **kwargs):
-        with torch.backends.mkldnn.flags(enabled=False):
-            return export(*args, **kwargs)
-
-    monkeypatch.setattr(torch.onnx, "export", export_without_onednn)
-
-
 @pytest.mark.parametrize("fmt", ["onnx", "torchscript"])
 @pytest.mark.parametrize("name", list(RUNS))
 def test_export_equals_pytorch_on_random_audio_of_three_lengths(runs, name, fmt, tmp_path, monkeypatch):
@@ -136,8 +117,6 @@ def test_export_equals_pytorch_on_random_audio_of_three_lengths(runs, name, fmt,
     _, output, class_names, frontend = RUNS[name]
     # export_run's own check on one length (the three are compared below), to save time
     monkeypatch.setattr(audioexp.export, "CHECK_SECONDS", (1.0,))
-    if name == "adresnet" and fmt == "onnx":
-        onnx_export_without_onednn(monkeypatch)
     out = export_run(run_dir, fmt, tmp_path / f"model.{fmt}", tolerance=TOLERANCE)
     side = json.loads(out.with_suffix(out.suffix + ".json").read_text())
     assert side["input"]["sample_rate"] == SAMPLE_RATE and side["input"]["name"] == "waveform"
