@@ -48,9 +48,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audioexp.data.audio import AudioFileError, load_audio, to_mono_at_rate
+from audioexp.data.audio import AudioFileError
 from audioexp.data.emodb import EmoDBNameError, parse_emodb_name
-from audioexp.inference import LIST_SUFFIXES, expand_paths, run_checks
+from audioexp.inference import LIST_SUFFIXES, expand_paths, read_waveform, run_checks
 from audioexp.utils.files import atomic_open, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -403,21 +403,7 @@ class ProbePredictor:
 
     # --- steps ------------------------------------------------------------------------------
     def _waveform(self, audio, sample_rate: int | None) -> torch.Tensor:
-        if isinstance(audio, (str, os.PathLike)):
-            return load_audio(audio, self.sample_rate, checks=self.checks)
-        if sample_rate is None:
-            raise ValueError("a waveform needs its sample_rate")
-        x = np.asarray(audio, dtype=np.float32)
-        if x.ndim == 1:
-            x = x[:, None]
-        elif x.ndim == 2 and x.shape[0] < x.shape[1]:  # (channels, time): the longer axis is time
-            x = x.T
-        if x.ndim != 2:
-            raise ValueError(f"a waveform must be (time,) or (channels, time), got shape {x.shape}")
-        x = to_mono_at_rate(x, int(sample_rate), self.sample_rate)
-        if not torch.isfinite(x).all():
-            raise ValueError("the waveform holds NaN or infinite values")
-        return x
+        return read_waveform(audio, sample_rate, self.sample_rate, self.checks)
 
     def _embed(self, x: torch.Tensor) -> np.ndarray:
         emb = np.asarray(self.embedder.embed_waveform(x.numpy(), self.sample_rate), dtype=np.float64)
