@@ -16,6 +16,7 @@ removed replaced by their equivalents, and a small ``quick`` grid for tests and 
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
 import warnings
@@ -27,7 +28,7 @@ from sklearn.ensemble import RandomForestClassifier
 from sklearn.exceptions import ConvergenceWarning
 from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import accuracy_score, classification_report, confusion_matrix, recall_score
-from sklearn.model_selection import GridSearchCV, GroupKFold, StratifiedKFold
+from sklearn.model_selection import GridSearchCV, GroupKFold, ParameterGrid, StratifiedKFold
 from sklearn.multiclass import OneVsRestClassifier
 from sklearn.pipeline import Pipeline
 from sklearn.svm import SVC
@@ -120,6 +121,35 @@ class ProbeResult:
     estimator: object | None = field(default=None, repr=False, compare=False)
 
 
+@contextlib.contextmanager
+def fit_progress(total: int, desc: str, enabled: bool = True):
+    """A progress bar over a grid search's fits (candidates x folds) with its time left.
+
+    GridSearchCV runs its fits through ``sklearn.utils.parallel.Parallel`` (joblib), whose
+    ``print_progress`` is called in this process after each finished batch of fits, with
+    ``n_completed_tasks``, whatever the backend or ``n_jobs``; while the bar is open that call
+    moves the bar instead of printing (what the fits compute is unchanged).
+    """
+    from sklearn.utils.parallel import Parallel
+    from tqdm.auto import tqdm
+
+    bar = tqdm(total=total, desc=desc, unit="fit", disable=not enabled, mininterval=1.0, smoothing=0.1)
+    original = Parallel.__dict__.get("print_progress")
+
+    def print_progress(self) -> None:
+        bar.update(min(self.n_completed_tasks, total) - bar.n)
+
+    Parallel.print_progress = print_progress
+    try:
+        yield bar
+    finally:
+        if original is None:
+            del Parallel.print_progress
+        else:
+            Parallel.print_progress = original
+        bar.close()
+
+
 def grid_search(
     classifier: str,
     x_train: np.ndarray,
@@ -145,8 +175,11 @@ def grid_search(
         cv = GroupKFold(n_splits=cv_folds)
     else:
         cv = StratifiedKFold(n_splits=cv_folds)
-    search = GridSearchCV(clone(pipeline), grid_spec, scoring="recall_macro", cv=cv, n_jobs=n_jobs, verbose=verbose, error_score="raise")
-    with warnings.catch_warnings(record=True) as caught:
+    # the bar replaces GridSearchCV's own lines (verbose 1-2); verbose >= 3 keeps them as well
+    search = GridSearchCV(clone(pipeline), grid_spec, scoring="recall_macro", cv=cv, n_jobs=n_jobs,
+                          verbose=verbose if verbose >= 3 else 0, error_score="raise")
+    total = len(ParameterGrid(grid_spec)) * cv_folds
+    with warnings.catch_warnings(record=True) as caught, fit_progress(total, f"{classifier} grid", enabled=verbose >= 1):
         warnings.simplefilter("always", ConvergenceWarning)
         search.fit(x_train, y_train, **({"groups": groups} if groups is not None else {}))
     converge = sum(issubclass(w.category, ConvergenceWarning) for w in caught)
