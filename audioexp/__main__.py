@@ -25,13 +25,14 @@ def run(cfg: DictConfig) -> float | None:
     from audioexp.tasks import get_task
     from audioexp.tasks.dev_run import apply_dev_run
     from audioexp.utils.config_tree import print_config_tree
-    from audioexp.utils.ddp import install_hydra_subprocess_command, is_global_zero
+    from audioexp.utils.ddp import align_rank_zero_only, install_hydra_subprocess_command, is_global_zero
     from audioexp.utils.files import atomic_write_json
     from audioexp.utils.lock import RunDirLock
     from audioexp.utils.logging import route_library_logs_to_root
 
     route_library_logs_to_root()
     install_hydra_subprocess_command()
+    align_rank_zero_only((cfg.get("trainer") or {}).get("num_nodes"))  # a second node's rank 0 is not global rank 0
     task = get_task(cfg.task)
     apply_dev_run(cfg)
     output_dir = Path(cfg.paths.output_dir)

@@ -32,6 +32,39 @@ def is_global_zero() -> bool:
     return all(int(os.environ.get(name, "0") or 0) == 0 for name in _RANK_VARIABLES)
 
 
+def env_global_rank(num_nodes: int | None = None) -> int:
+    """This process's global rank as the launchers' variables give it before any process group
+    exists: ``RANK`` (torchrun); else, where Lightning's variables are set (its children, a
+    node started by hand with ``NODE_RANK`` and ``WORLD_SIZE``), ``NODE_RANK * (WORLD_SIZE //
+    num_nodes) + LOCAL_RANK`` (at least 1 on a node other than 0 when ``num_nodes`` or
+    ``WORLD_SIZE`` is unknown); else ``SLURM_PROCID`` (srun); 0 outside distributed runs."""
+    env = os.environ
+    if env.get("RANK"):
+        return int(env["RANK"])
+    if any(env.get(name) for name in ("LOCAL_RANK", "NODE_RANK", "GROUP_RANK")):
+        node = int(env.get("NODE_RANK") or env.get("GROUP_RANK") or 0)
+        local = int(env.get("LOCAL_RANK") or 0)
+        world = int(env.get("WORLD_SIZE") or 0)
+        per_node = world // num_nodes if num_nodes and world else 0
+        return node * max(per_node, local + 1) + local
+    return int(env.get("SLURM_PROCID") or 0)
+
+
+def align_rank_zero_only(num_nodes: int | None = None) -> None:
+    """Make Lightning's ``rank_zero_only`` agree with :func:`is_global_zero` from the start.
+
+    Lightning reads its rank at import from ``RANK``, ``LOCAL_RANK`` or ``SLURM_PROCID`` and
+    corrects it only when a Trainer sets its strategy up. A process started by hand on a
+    second node (``NODE_RANK=1``; ``LOCAL_RANK`` unset, or 0) counted as rank 0 until then, so
+    what runs before the Trainer exists (the loggers' hyper-parameters: a second W&B run, a
+    second ``csv/version_N``) ran on that node too.
+    """
+    from lightning.fabric.utilities.rank_zero import rank_zero_only
+
+    if not is_global_zero() and getattr(rank_zero_only, "rank", 0) == 0:
+        rank_zero_only.rank = max(1, env_global_rank(num_nodes))
+
+
 def _quote(value: str) -> str:
     escaped = value.replace("\\", "\\\\").replace('"', '\\"')
     return f'"{escaped}"'
