@@ -25,6 +25,7 @@ regression over +-2 frames (ours; librosa's default window is 9 frames).
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
+import functools
 
 import numpy as np
 import torch
@@ -89,6 +90,27 @@ def with_deltas(static: torch.Tensor, width: int = 2) -> torch.Tensor:
     return torch.cat([static, d1, deltas(d1, width)], dim=0)
 
 
+def _with_deltas_into(static: torch.Tensor, width: int, out: torch.Tensor) -> None:
+    """:func:`with_deltas` of ``static`` (features, frames) written into ``out`` (3 features, frames);
+    ``static`` may be ``out``'s first rows."""
+    f, t = static.shape
+    norm = 2 * sum(n * n for n in range(1, width + 1))
+    padded = torch.empty(f, t + 2 * width, dtype=static.dtype, device=static.device)
+    src = static
+    for j in (1, 2):
+        padded[:, width : width + t] = src
+        padded[:, :width] = src[:, :1]
+        padded[:, width + t :] = src[:, -1:]
+        if j == 1 and static.data_ptr() != out.data_ptr():
+            out[:f] = static
+        d = out[j * f : (j + 1) * f]
+        torch.sub(padded[:, width + 1 : width + 1 + t], padded[:, width - 1 : width - 1 + t], out=d)
+        for n in range(2, width + 1):
+            d.add_(padded[:, width + n : width + n + t] - padded[:, width - n : width - n + t], alpha=n)
+        d.div_(norm)
+        src = d
+
+
 def utterance_mvn(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
     """Mean and variance normalisation over frames (last axis) of one utterance.
 
@@ -117,7 +139,7 @@ def frames_out(feats: torch.Tensor, mvn: bool) -> np.ndarray:
     """
     if mvn:
         feats = utterance_mvn(feats)
-    return feats.T.contiguous().numpy()
+    return feats.T.contiguous().cpu().numpy()
 
 
 def _envelope_dft(frame_length: int, n_fft: int, num_bins: int, dtype, device) -> torch.Tensor:
@@ -128,6 +150,99 @@ def _envelope_dft(frame_length: int, n_fft: int, num_bins: int, dtype, device) -
     phase = -2.0 * torch.pi * n * k / n_fft
     basis = torch.cat([window[:, None] * torch.cos(phase), window[:, None] * torch.sin(phase)], dim=1)
     return basis.to(dtype=dtype, device=device)
+
+
+@functools.lru_cache(maxsize=16)
+def _hop_dft_operators(frame: int, hop: int, n_fft: int, num_bins: int) -> dict:
+    """The DFT matrices of :func:`_envelope_spectra` for frames of ``frame = r * hop`` samples (NumPy, cached).
+
+    ``halves`` (the paper's case, ``r = 2`` and a DFT as long as the frame): the rectangular DFT
+    of a hop-long chunk, bins ``0 .. num_bins``, times 0.54 (the window's constant term), as rows
+    ``[cos of even bins, -sin of even bins, cos of odd bins, -sin of odd bins]``. Otherwise
+    ``windowed``: one windowed basis per chunk offset ``q`` (rows: cos, then sin, of bins
+    ``0 .. num_bins - 1``, each offset in turn).
+    """
+    r = frame // hop
+    n = np.arange(hop, dtype=np.float64)[None, :]
+    if r == 2 and n_fft == frame:
+        rows = []
+        for k in (np.arange(0, num_bins + 1, 2), np.arange(1, num_bins + 1, 2)):
+            angle = 2.0 * np.pi * k[:, None].astype(np.float64) * n / n_fft
+            rows += [np.cos(angle), -np.sin(angle)]
+        return {"r": r, "halves": 0.54 * np.concatenate(rows, axis=0)}
+    window = torch.hamming_window(frame, periodic=True, dtype=torch.float64).numpy()
+    k = np.arange(num_bins, dtype=np.float64)[:, None]
+    blocks = []
+    for q in range(r):
+        m = n + q * hop
+        w = window[None, q * hop : (q + 1) * hop]
+        blocks += [w * np.cos(-2.0 * np.pi * k * m / n_fft), w * np.sin(-2.0 * np.pi * k * m / n_fft)]
+    return {"r": r, "windowed": np.concatenate(blocks, axis=0)}  # (r * 2 bins, hop)
+
+
+def _envelope_spectra(env: torch.Tensor, frame: int, hop: int, n_fft: int, num_bins: int,
+                      ) -> tuple[torch.Tensor, np.ndarray]:
+    """The Hamming-windowed DFT of the frames of ``env`` (rows, time), bins ``0 .. num_bins - 1``.
+
+    Returns ``spec`` (rows, 2, bins, frames), real and imaginary parts, and ``order``: the bin of
+    each row of the bins axis (the halves path keeps even bins before odd ones).
+    """
+    rows, t = env.shape
+    frames = 1 + (t - frame) // hop
+    dtype, dev = env.dtype, env.device
+    order = np.arange(num_bins)
+    if frame % hop:  # frames that are no whole number of hops: copy the frames (the general case)
+        basis = _envelope_dft(frame, n_fft, num_bins, dtype, dev)
+        spec = torch.matmul(basis.T, env.unfold(-1, frame, hop).transpose(-1, -2))
+        return spec.unflatten(1, (2, num_bins)), order
+    ops = _hop_dft_operators(frame, hop, n_fft, num_bins)
+    r = ops["r"]
+    chunks = env[:, : (frames + r - 1) * hop].unflatten(-1, (frames + r - 1, hop))  # a view, no copy
+    if "windowed" in ops:
+        basis = torch.as_tensor(ops["windowed"], dtype=dtype, device=dev)
+        parts = torch.matmul(basis, chunks.transpose(-1, -2)).unflatten(1, (r, 2, num_bins))
+        spec = parts[:, 0, :, :, :frames]
+        for q in range(1, r):
+            spec = spec + parts[:, q, :, :, q : q + frames]
+        return spec, order
+    # halves: frame j = chunks j and j + 1; chunk j + 1's DFT enters with the sign (-1)^k
+    ne, no = num_bins // 2 + 1, (num_bins + 1) // 2  # even and odd bins among 0 .. num_bins
+    we, wo = (num_bins + 1) // 2, num_bins // 2  # even and odd bins among 0 .. num_bins - 1
+    rect = torch.matmul(torch.as_tensor(ops["halves"], dtype=dtype, device=dev), chunks.transpose(-1, -2))
+    even, odd = rect[:, : 2 * ne].unflatten(1, (2, ne)), rect[:, 2 * ne :].unflatten(1, (2, no))
+    fe = torch.add(even[..., :frames], even[..., 1:])  # (rows, re/im, bins, frames), times 0.54
+    fo = torch.sub(odd[..., :frames], odd[..., 1:])
+    # the window in the frequency domain: W[k] = 0.54 F[k] - 0.23 (F[k - 1] + F[k + 1]), F[-1] = conj(F[1])
+    c = 0.23 / 0.54
+    spec = torch.empty(rows, 2, num_bins, frames, dtype=dtype, device=dev)
+    w_even, w_odd = spec[:, :, :we], spec[:, :, we:]
+    w_even[:, 0, 0] = fe[:, 0, 0] - 2.0 * c * fo[:, 0, 0]
+    w_even[:, 1, 0] = fe[:, 1, 0]  # 0: F[-1] + F[1] is real
+    if we > 1:
+        torch.add(fe[:, :, 1:we], fo[:, :, : we - 1], alpha=-c, out=w_even[:, :, 1:])
+        w_even[:, :, 1:].add_(fo[:, :, 1:we], alpha=-c)
+    if wo:
+        torch.add(fo[:, :, :wo], fe[:, :, :wo], alpha=-c, out=w_odd)
+        w_odd.add_(fe[:, :, 1 : wo + 1], alpha=-c)
+    return spec, np.concatenate([np.arange(0, num_bins, 2), np.arange(1, num_bins, 2)])
+
+
+def _centroids(env: torch.Tensor, sample_rate: int, frame_ms: float, hop_ms: float, n_fft: int, f_max: float,
+               include_dc: bool, eps: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """:func:`spectral_envelope_centroids` of rectified bands ``env`` (..., bands, time)."""
+    frame = int(round(frame_ms * sample_rate / 1000))
+    hop = int(round(hop_ms * sample_rate / 1000))
+    num_bins = int(np.floor(f_max * n_fft / sample_rate)) + 1
+    lead = env.shape[:-1]
+    flat = env.reshape(-1, env.shape[-1])
+    spec, order = _envelope_spectra(flat, frame, hop, n_fft, num_bins)
+    mag = torch.hypot(spec[:, 0], spec[:, 1])  # (rows, bins, frames), bins in ``order``
+    freqs = torch.as_tensor(order * (sample_rate / n_fft), dtype=env.dtype, device=env.device)
+    weighted = torch.matmul(freqs, mag)  # (rows, frames)
+    denom = mag.sum(1) if include_dc else mag[:, 1:].sum(1)  # order[0] is bin 0
+    cf = torch.where(denom > eps, weighted / denom.clamp_min(eps), torch.zeros_like(weighted))
+    cm = weighted / freqs.sum()
+    return cf.reshape(*lead, -1), cm.reshape(*lead, -1)
 
 
 def spectral_envelope_centroids(
@@ -145,6 +260,15 @@ def spectral_envelope_centroids(
     Each band is full-wave rectified and cut into Hamming-windowed frames (periodic window,
     no padding: frames ``1 + (time - frame) // hop``); the DFT magnitudes ``|W[f]|`` of
     the bins ``f <= f_max`` give CF and CM per band and frame.
+
+    How (issue 17): when the frame is a whole number of hops (the paper: 2), the frames are not
+    copied: each hop-long chunk of the envelope, shared by overlapping frames, is transformed
+    once by one product over all bands and chunks, and the chunks' spectra are added per frame;
+    in the paper's case (a frame of two hops, the DFT as long as the frame) the chunks' DFT is
+    rectangular and the periodic Hamming window is applied afterwards, as its three-bin
+    convolution in the frequency domain (half the products of windowed bases). Everything is batched torch on the input's
+    device and dtype (CPU or CUDA alike); the result equals the direct windowed DFT of each
+    frame to rounding (tested at 1e-9 in ``tests/unit/test_replay_speed.py``).
 
     Parameters
     ----------
@@ -170,23 +294,24 @@ def spectral_envelope_centroids(
     >>> cf.shape, cm.shape
     (torch.Size([2, 80, 99]), torch.Size([2, 80, 99]))
     """
+    _check_framing(bands.shape[-1], sample_rate, frame_ms, n_fft)
+    return _centroids(bands.abs(), sample_rate, frame_ms, hop_ms, n_fft, f_max, include_dc, eps)
+
+
+def _check_framing(length: int, sample_rate: int, frame_ms: float, n_fft: int) -> None:
     frame = int(round(frame_ms * sample_rate / 1000))
-    hop = int(round(hop_ms * sample_rate / 1000))
     if n_fft < frame:
         raise ValueError(f"n_fft ({n_fft}) must be at least the frame length ({frame} samples)")
-    if bands.shape[-1] < frame:
-        raise ValueError(f"signal of {bands.shape[-1]} samples is shorter than one {frame_ms:g} ms frame")
-    num_bins = int(np.floor(f_max * n_fft / sample_rate)) + 1
-    freqs = torch.arange(num_bins, dtype=bands.dtype, device=bands.device) * (sample_rate / n_fft)
-    frames = bands.abs().unfold(-1, frame, hop)  # (..., bands, frames, frame)
-    basis = _envelope_dft(frame, n_fft, num_bins, bands.dtype, bands.device)
-    spec = frames @ basis
-    mag = torch.sqrt(spec[..., :num_bins] ** 2 + spec[..., num_bins:] ** 2)  # (..., bands, frames, bins)
-    weighted = (mag * freqs).sum(-1)
-    denom = mag.sum(-1) if include_dc else mag[..., 1:].sum(-1)
-    cf = torch.where(denom > eps, weighted / denom.clamp_min(eps), torch.zeros_like(weighted))
-    cm = weighted / freqs.sum()
-    return cf, cm
+    if length < frame:
+        raise ValueError(f"signal of {length} samples is shorter than one {frame_ms:g} ms frame")
+
+
+@functools.lru_cache(maxsize=16)
+def _dct_matrix(num_filters: int, num_cepstra: int) -> np.ndarray:
+    """The first ``num_cepstra`` rows of the orthonormal DCT-II of ``num_filters`` points (SciPy's)."""
+    from scipy.fft import dct
+
+    return dct(np.eye(num_filters), type=2, norm="ortho", axis=0)[:num_cepstra].copy()
 
 
 def triangular_filterbank_bands(
@@ -315,18 +440,29 @@ class SDFBFeatures:
         return spatially_differentiate(bands, self.num_differentiations)
 
     def __call__(self, waveform) -> np.ndarray:
-        """Features of one utterance: waveform (time,) in, float64 (frames, dim) out."""
-        x = torch.as_tensor(np.asarray(waveform, dtype=np.float64)).reshape(1, -1)
-        cf, cm = spectral_envelope_centroids(self.bands(x), self.sample_rate, f_max=self.f_max,
-                                             include_dc=self.include_dc)
-        parts = []
-        if self.feature in ("cf", "cf_cm"):
-            parts.append(with_deltas(cf[0], self.delta_width))
-        if self.feature in ("cm", "cf_cm"):
-            from scipy.fft import dct
+        """Features of one utterance: waveform (time,) in, float64 (frames, dim) out.
 
-            log_cm = torch.log(cm[0] + self.log_floor).numpy()
-            cep = dct(log_cm, type=2, norm="ortho", axis=0)[: self.num_cepstra]
-            parts.append(with_deltas(torch.from_numpy(cep), self.delta_width))
-        feats = torch.cat(parts, dim=0)
-        return frames_out(feats, self.mvn)
+        A torch tensor on an accelerator is computed there (the filterbank's torch path and the
+        batched steps after it); the result comes back as NumPy."""
+        if isinstance(waveform, torch.Tensor):
+            x = waveform.detach().to(torch.float64).reshape(1, -1)
+        else:
+            x = torch.as_tensor(np.asarray(waveform, dtype=np.float64)).reshape(1, -1)
+        bands = self.bands(x).to(x.device)  # (1, bands, time), ours: rectified in place
+        _check_framing(bands.shape[-1], self.sample_rate, 20.0, 320)
+        cf, cm = _centroids(bands.abs_(), self.sample_rate, 20.0, 10.0, 320, self.f_max, self.include_dc, 1e-12)
+        del bands
+        n = {"cf": self.num_filters, "cm": self.num_cepstra}
+        feats = torch.empty(self.dim, cf.shape[-1], dtype=cf.dtype, device=cf.device)
+        row = 0
+        if self.feature in ("cf", "cf_cm"):
+            _with_deltas_into(cf[0], self.delta_width, feats[row : row + 3 * n["cf"]])
+            row += 3 * n["cf"]
+        if self.feature in ("cm", "cf_cm"):
+            dct = torch.as_tensor(_dct_matrix(self.num_filters, self.num_cepstra), device=x.device)
+            torch.matmul(dct, torch.log(cm[0] + self.log_floor), out=feats[row : row + n["cm"]])
+            _with_deltas_into(feats[row : row + n["cm"]], self.delta_width, feats[row : row + 3 * n["cm"]])
+        if self.mvn:
+            std, mean = torch.std_mean(feats, dim=-1, correction=0, keepdim=True)
+            feats.sub_(mean).div_(std.add_(1e-8))
+        return feats.T.contiguous().cpu().numpy()
