@@ -50,6 +50,7 @@ bench: install
 	$(BIN)/python bench/bench_training_throughput.py --width 0.5 --batch 8 --steps 10
 	$(BIN)/python bench/bench_sd_filterbank.py --seconds 4
 	$(BIN)/python bench/bench_gmm.py --components 64 512
+	$(BIN)/python bench/bench_replay_frontend.py --threads 1
 	$(BIN)/python bench/bench_predict.py --files 16
 
 # The three VoxCeleb recipes (and a shuffled-label control) on the generated miniature
