@@ -258,7 +258,9 @@ def main(argv: list[str] | None = None) -> int:
                         help="largest difference from PyTorch accepted (default 1e-3; GMM scorers 1e-6)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
-    if (Path(args.run_dir) / "countermeasure" / "systems.json").is_file():
+    from audioexp.systems.replay_countermeasure import COUNTERMEASURE_DIR
+
+    if (Path(args.run_dir) / COUNTERMEASURE_DIR / "systems.json").is_file():
         for path in export_countermeasure(Path(args.run_dir), args.format, Path(args.out) if args.out else None,
                                           1e-6 if args.tolerance is None else args.tolerance):
             print(path)

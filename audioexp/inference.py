@@ -89,11 +89,7 @@ def expand_paths(paths) -> list:
         if p.is_dir():
             out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in AUDIO_SUFFIXES))
         elif p.suffix.lower() in LIST_SUFFIXES and p.is_file():
-            for line in p.read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if line:
-                    q = Path(line)
-                    out.append(q if q.is_absolute() else p.parent / q)
+            out.extend(listed_path(p, line) for line in list_file_lines(p))
         elif p.exists():
             out.append(p)
         else:
@@ -101,6 +97,22 @@ def expand_paths(paths) -> list:
     if not out:
         raise FileNotFoundError(f"no audio file ({', '.join(AUDIO_SUFFIXES)}) in {[str(p) for p in paths]}")
     return out
+
+
+def list_file_lines(path) -> list[str]:
+    """The entries of a list file: its lines without ``#`` comments and surrounding blanks,
+    empty ones dropped."""
+    from pathlib import Path
+
+    return [e for e in (line.split("#", 1)[0].strip() for line in Path(path).read_text().splitlines()) if e]
+
+
+def listed_path(list_file, entry: str):
+    """A path named in ``list_file``: as given when absolute, else relative to the list's folder."""
+    from pathlib import Path
+
+    q = Path(entry)
+    return q if q.is_absolute() else Path(list_file).parent / q
 
 
 def window_starts(num_samples: int, window: int, hop: int) -> list[int]:
@@ -147,7 +159,9 @@ def read_waveform(audio, sample_rate: int | None, target_rate: int, checks: Audi
     return x
 
 
-#: What makes a file's row an error row instead of stopping a predict call.
+#: What makes a file's row an error row instead of stopping a predict call (an unreadable or
+#: refused file: AudioFileError, a RuntimeError; a missing one: OSError; a bad waveform or a
+#: speaker without statistics: ValueError).
 ROW_ERRORS = (OSError, ValueError, RuntimeError)
 
 

@@ -18,7 +18,7 @@ import argparse
 import sys
 from pathlib import Path
 
-from audioexp.systems.predictors import format_rows, load_predictor
+from audioexp.systems.predictors import format_rows, load_predictor, predict_rows_of, rows_format
 
 __all__ = ["main", "format_rows", "load_predictor"]
 
@@ -43,12 +43,8 @@ def main(argv: list[str] | None = None) -> int:
 
     predictor = load_predictor(args.run_dir, args.checkpoint, args.device, args.batch_size, args.system,
                                args.classifier)
-    if args.trials:
-        rows = predictor.score_trials(args.trials, args.audio_root)
-    else:
-        rows = predictor.predict_files(args.paths)
-    kind = "jsonl" if args.out and Path(args.out).suffix in (".jsonl", ".json") else "csv"
-    text = format_rows(rows, kind)
+    rows = predict_rows_of(predictor, args.paths, args.trials, args.audio_root)
+    text = format_rows(rows, rows_format(args.out))
     if args.out:
         atomic_write_text(Path(args.out), text)
         bad = sum(1 for r in rows if r.get("error"))

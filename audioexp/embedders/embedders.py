@@ -26,6 +26,7 @@ from tqdm.auto import tqdm
 from audioexp.embedders.byols import SAMPLE_RATE, CHECKPOINT_HELP, ByolsCvT, ByolsFrontend, HybridByols, load_byols_checkpoint
 from audioexp.embedders.extract import predict_embeddings
 from audioexp.embedders.functional import LOG_EPS
+from audioexp.inference import read_waveform
 
 log = logging.getLogger(__name__)
 
@@ -37,19 +38,6 @@ def _file_info(path: str | os.PathLike | None) -> dict:
         return {"path": None}
     st = os.stat(path)
     return {"path": str(Path(path).resolve()), "size": st.st_size, "mtime_ns": st.st_mtime_ns}
-
-
-def _mono_tensor(waveform, sample_rate: int, target_rate: int) -> torch.Tensor:
-    """A (time,) waveform at ``sample_rate`` as a float32 tensor at ``target_rate`` (resampled as
-    :func:`audioexp.data.audio.to_mono_at_rate` does when the rates differ)."""
-    x = np.asarray(waveform, dtype=np.float32)
-    if x.ndim != 1:
-        raise ValueError(f"embed_waveform takes a mono (time,) waveform, got shape {x.shape}")
-    if int(sample_rate) == int(target_rate):
-        return torch.from_numpy(np.ascontiguousarray(x))
-    from audioexp.data.audio import to_mono_at_rate
-
-    return to_mono_at_rate(x[:, None], int(sample_rate), int(target_rate))
 
 
 class OpenSmileEmbedder:
@@ -211,7 +199,7 @@ class ByolsEmbedder:
             self._model = self.build()
         model = self._model.to(self.device)
         model.frontend.mean, model.frontend.std = mean, std
-        x = _mono_tensor(waveform, sample_rate, SAMPLE_RATE)
+        x = read_waveform(waveform, sample_rate, SAMPLE_RATE)
         return model.embed(x[None].to(self.device))[0].float().cpu().numpy().astype(np.float64)
 
 
@@ -270,7 +258,7 @@ class RunEmbedder:
         if self._model is None:
             self._model = self._load()
         model = self._model.to(self.device)
-        x = _mono_tensor(waveform, sample_rate, self._rate(model))
+        x = read_waveform(waveform, sample_rate, self._rate(model))
         return model.embed(x[None].to(self.device))[0].float().cpu().numpy().astype(np.float64)
 
     def embed(self, datamodule, trainer_kwargs: dict | None = None) -> np.ndarray:

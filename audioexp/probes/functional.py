@@ -53,12 +53,57 @@ def speaker_standardize(x: np.ndarray, speakers: np.ndarray) -> np.ndarray:
     for speaker in np.unique(speakers):
         rows = speakers == speaker
         block = x[rows]
-        mean = block.mean(axis=0)
-        std = block.std(axis=0)
-        # relative threshold: a column equal up to rounding is constant
-        constant = std <= 1e-12 * np.maximum(1.0, np.abs(mean))
-        out[rows] = np.where(constant, 0.0, (block - mean) / np.where(constant, 1.0, std))
+        out[rows] = standardize_with(block, block.mean(axis=0), block.std(axis=0))
     return out
+
+
+def constant_columns(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Columns constant within a speaker: a standard deviation at most 1e-12 of the mean's size
+    (relative, so that a column equal up to rounding counts as constant)."""
+    return std <= 1e-12 * np.maximum(1.0, np.abs(mean))
+
+
+def standardize_with(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Rows of one speaker standardised by that speaker's ``mean`` and (population) ``std``,
+    :func:`speaker_standardize`'s arithmetic: a column constant within the speaker gives 0."""
+    constant = constant_columns(mean, std)
+    return np.where(constant, 0.0, (np.asarray(x, dtype=np.float64) - mean) / np.where(constant, 1.0, std))
+
+
+def speaker_statistics(x: np.ndarray, speakers) -> dict[str, np.ndarray]:
+    """Per speaker (sorted): mean and population standard deviation of the rows of ``x``, as
+    :func:`speaker_standardize` computes them (what a saved probe standardises new files by).
+
+    Returns
+    -------
+    dict
+        ``speakers`` (S,) str, ``mean``, ``std``, ``scale`` (S, dim) float64 (``scale``: ``std``
+        with the speaker's constant columns set to 1, as ``StandardScaler.scale_``), ``count`` (S,).
+
+    Examples
+    --------
+    >>> x = np.array([[1.0, 5.0], [3.0, 5.0], [10.0, 0.0], [20.0, 2.0]])
+    >>> s = speaker_statistics(x, ["a", "a", "b", "b"])
+    >>> s["mean"].tolist(), s["scale"].tolist()
+    ([[2.0, 5.0], [15.0, 1.0]], [[1.0, 1.0], [5.0, 1.0]])
+    >>> bool((standardize_with(x[2:], s["mean"][1], s["std"][1]) == speaker_standardize(x, ["a", "a", "b", "b"])[2:]).all())
+    True
+    """
+    x = np.asarray(x, dtype=np.float64)
+    speakers = np.asarray(speakers).astype(str)
+    if x.ndim != 2 or len(speakers) != len(x):
+        raise ValueError(f"expected x of shape (n, dim) and n speakers, got {x.shape} and {speakers.shape}")
+    if not np.isfinite(x).all():
+        raise ValueError("non-finite embedding values")
+    unique = np.unique(speakers)
+    mean = np.empty((len(unique), x.shape[1]))
+    std = np.empty_like(mean)
+    count = np.empty(len(unique), dtype=np.int64)
+    for k, speaker in enumerate(unique):
+        block = x[speakers == speaker]
+        mean[k], std[k], count[k] = block.mean(axis=0), block.std(axis=0), len(block)
+    scale = np.where(constant_columns(mean, std), 1.0, std)
+    return {"speakers": unique, "mean": mean, "std": std, "scale": scale, "count": count}
 
 
 def speaker_split(speakers: np.ndarray, test_fraction: float = 0.3, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:

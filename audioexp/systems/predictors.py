@@ -7,7 +7,7 @@ import csv
 import io
 import json
 
-__all__ = ["format_rows", "load_predictor"]
+__all__ = ["format_rows", "load_predictor", "predict_rows_of", "rows_format"]
 
 
 def load_predictor(run_dir, checkpoint: str = "best", device: str = "cpu", batch_size: int = 8, system: str | None = None,
@@ -57,3 +57,22 @@ def format_rows(rows: list[dict], kind: str) -> str:
     writer.writeheader()
     writer.writerows(rows)
     return buf.getvalue()
+
+
+def predict_rows_of(predictor, paths=(), trials=None, audio_root=None) -> list[dict]:
+    """A predictor's rows: a verification run's scores of the trial list ``trials`` (paths
+    relative to ``audio_root``) when given, else one row per file of ``paths``."""
+    if trials:
+        return predictor.score_trials(trials, audio_root)
+    return predictor.predict_files([str(p) for p in paths])
+
+
+def rows_format(path) -> str:
+    """``jsonl`` for a ``.jsonl`` / ``.json`` output file, else ``csv``.
+
+    >>> rows_format("out.jsonl"), rows_format("out.csv"), rows_format(None)
+    ('jsonl', 'csv', 'csv')
+    """
+    from pathlib import Path
+
+    return "jsonl" if path and Path(path).suffix in (".jsonl", ".json") else "csv"

@@ -48,9 +48,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from audioexp.data.audio import AudioFileError
 from audioexp.data.emodb import EmoDBNameError, parse_emodb_name
-from audioexp.inference import LIST_SUFFIXES, expand_paths, read_waveform, run_checks
+from audioexp.inference import (
+    LIST_SUFFIXES,
+    ROW_ERRORS,
+    expand_paths,
+    list_file_lines,
+    listed_path,
+    read_waveform,
+    run_checks,
+)
+from audioexp.probes.functional import speaker_statistics, standardize_with
 from audioexp.utils.files import atomic_open, atomic_write_json, atomic_write_text
 
 log = logging.getLogger(__name__)
@@ -63,61 +71,6 @@ __all__ = [
 #: Folder of the run dir holding the deployable probe.
 PROBE_DIR = "probe"
 PROBE_FORMAT = 1
-#: What makes a file's row an error row instead of stopping :meth:`ProbePredictor.predict_files`
-#: (AudioFileError is a RuntimeError; a missing file an OSError; a speaker without statistics a ValueError).
-ROW_ERRORS = (AudioFileError, OSError, ValueError, RuntimeError)
-
-
-# --- per-speaker statistics ---------------------------------------------------------------------
-
-def _constant(mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    # speaker_standardize's rule: a column equal up to rounding within a speaker is constant
-    return std <= 1e-12 * np.maximum(1.0, np.abs(mean))
-
-
-def speaker_statistics(x: np.ndarray, speakers) -> dict[str, np.ndarray]:
-    """Per speaker (sorted): mean and population standard deviation of the rows of ``x``, computed
-    as :func:`audioexp.probes.functional.speaker_standardize` computes them.
-
-    Returns
-    -------
-    dict
-        ``speakers`` (S,) str, ``mean``, ``std``, ``scale`` (S, dim) float64 (``scale``: ``std``
-        with the speaker's constant columns set to 1, as ``StandardScaler.scale_``), ``count`` (S,).
-
-    Examples
-    --------
-    >>> from audioexp.probes.functional import speaker_standardize
-    >>> x = np.array([[1.0, 5.0], [3.0, 5.0], [10.0, 0.0], [20.0, 2.0]])
-    >>> s = speaker_statistics(x, ["a", "a", "b", "b"])
-    >>> s["mean"].tolist(), s["scale"].tolist()
-    ([[2.0, 5.0], [15.0, 1.0]], [[1.0, 1.0], [5.0, 1.0]])
-    >>> bool((standardize_with(x[2:], s["mean"][1], s["std"][1]) == speaker_standardize(x, ["a", "a", "b", "b"])[2:]).all())
-    True
-    """
-    x = np.asarray(x, dtype=np.float64)
-    speakers = np.asarray(speakers).astype(str)
-    if x.ndim != 2 or len(speakers) != len(x):
-        raise ValueError(f"expected x of shape (n, dim) and n speakers, got {x.shape} and {speakers.shape}")
-    if not np.isfinite(x).all():
-        raise ValueError("non-finite embedding values")
-    unique = np.unique(speakers)
-    mean = np.empty((len(unique), x.shape[1]))
-    std = np.empty_like(mean)
-    count = np.empty(len(unique), dtype=np.int64)
-    for k, speaker in enumerate(unique):
-        block = x[speakers == speaker]
-        mean[k], std[k], count[k] = block.mean(axis=0), block.std(axis=0), len(block)
-    scale = np.where(_constant(mean, std), 1.0, std)
-    return {"speakers": unique, "mean": mean, "std": std, "scale": scale, "count": count}
-
-
-def standardize_with(x: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Rows of one speaker standardised by that speaker's ``mean`` and ``std`` with
-    :func:`audioexp.probes.functional.speaker_standardize`'s arithmetic (bit for bit on the rows
-    the statistics came from); a column constant within the speaker gives 0."""
-    constant = _constant(mean, std)
-    return np.where(constant, 0.0, (np.asarray(x, dtype=np.float64) - mean) / np.where(constant, 1.0, std))
 
 
 # --- writing (end of task=probe) -----------------------------------------------------------------
@@ -259,17 +212,13 @@ def expand_with_speakers(paths) -> list[tuple[Path, str | None]]:
     out: list[tuple[Path, str | None]] = []
     for p in map(Path, paths):
         if p.suffix.lower() in LIST_SUFFIXES and p.is_file():
-            for line in p.read_text().splitlines():
-                line = line.split("#", 1)[0].strip()
-                if not line:
-                    continue
+            for line in list_file_lines(p):
                 parts = line.rsplit(None, 1)
-                whole = Path(line) if Path(line).is_absolute() else p.parent / line
+                whole = listed_path(p, line)
                 if len(parts) == 1 or whole.exists():
                     out.append((whole, None))
                 else:
-                    q = Path(parts[0])
-                    out.append((q if q.is_absolute() else p.parent / q, parts[1]))
+                    out.append((listed_path(p, parts[0]), parts[1]))
         else:
             out.extend((q, None) for q in expand_paths([p]))
     if not out:

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig
 
-from audioexp.systems.predictors import format_rows, load_predictor
+from audioexp.systems.predictors import format_rows, load_predictor, predict_rows_of, rows_format
 from audioexp.tasks.registry import register_task
 from audioexp.tasks.skeleton import TaskRun
 from audioexp.utils.files import atomic_write_text
@@ -33,12 +33,9 @@ def predict(cfg: DictConfig) -> dict[str, float]:
     run.save_config()
     predictor = load_predictor(opts.run_dir, opts.get("checkpoint", "best"), opts.get("device", "cpu"),
                                int(opts.get("batch_size", 8)), opts.get("system"), opts.get("classifier"))
-    if opts.get("trials"):
-        rows = predictor.score_trials(opts.trials, opts.get("audio_root"))
-    else:
-        rows = predictor.predict_files([str(p) for p in opts.paths])
+    rows = predict_rows_of(predictor, opts.get("paths") or (), opts.get("trials"), opts.get("audio_root"))
     out = Path(opts.get("output") or run.output_dir / "predictions.csv")
-    atomic_write_text(out, format_rows(rows, "jsonl" if out.suffix in (".jsonl", ".json") else "csv"))
+    atomic_write_text(out, format_rows(rows, rows_format(out)))
     bad = sum(1 for r in rows if r.get("error"))
     log.info("%d rows -> %s%s", len(rows), out, f" ({bad} with an error: see its column)" if bad else "")
     return run.finish({"num_rows": float(len(rows)), "error_rows": float(bad)})
