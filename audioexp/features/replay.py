@@ -53,7 +53,7 @@ FEATURES = ("cf", "cm", "cf_cm")
 FILTERBANKS = ("iir", "triangular")
 
 
-def deltas(features: torch.Tensor, width: int = 2) -> torch.Tensor:
+def deltas(features: torch.Tensor, width: int = 2, out: torch.Tensor | None = None) -> torch.Tensor:
     """HTK regression deltas along the last axis, edges padded by repetition.
 
     ``d_t = sum_{n=1..N} n (c_{t+n} - c_{t-n}) / (2 sum_n n^2)``.
@@ -63,6 +63,8 @@ def deltas(features: torch.Tensor, width: int = 2) -> torch.Tensor:
     features : Tensor, shape (..., frames)
     width : int
         ``N`` (2: the HTK default).
+    out : Tensor, optional
+        Where to write them (same shape; not overlapping ``features``).
 
     Returns
     -------
@@ -78,37 +80,25 @@ def deltas(features: torch.Tensor, width: int = 2) -> torch.Tensor:
     padded = torch.cat([features[..., :1].expand(*features.shape[:-1], width), features,
                         features[..., -1:].expand(*features.shape[:-1], width)], dim=-1)
     t = features.shape[-1]
-    out = torch.zeros_like(features)
-    for n in range(1, width + 1):
-        out = out + n * (padded[..., width + n : width + n + t] - padded[..., width - n : width - n + t])
-    return out / (2 * sum(n * n for n in range(1, width + 1)))
+    if out is None:
+        out = torch.empty_like(features)
+    torch.sub(padded[..., width + 1 : width + 1 + t], padded[..., width - 1 : width - 1 + t], out=out)
+    for n in range(2, width + 1):
+        out.add_(padded[..., width + n : width + n + t] - padded[..., width - n : width - n + t], alpha=n)
+    return out.div_(2 * sum(n * n for n in range(1, width + 1)))
 
 
-def with_deltas(static: torch.Tensor, width: int = 2) -> torch.Tensor:
-    """``static`` (features, frames), its :func:`deltas` and double deltas, stacked: (3 features, frames)."""
-    d1 = deltas(static, width)
-    return torch.cat([static, d1, deltas(d1, width)], dim=0)
-
-
-def _with_deltas_into(static: torch.Tensor, width: int, out: torch.Tensor) -> None:
-    """:func:`with_deltas` of ``static`` (features, frames) written into ``out`` (3 features, frames);
-    ``static`` may be ``out``'s first rows."""
-    f, t = static.shape
-    norm = 2 * sum(n * n for n in range(1, width + 1))
-    padded = torch.empty(f, t + 2 * width, dtype=static.dtype, device=static.device)
-    src = static
-    for j in (1, 2):
-        padded[:, width : width + t] = src
-        padded[:, :width] = src[:, :1]
-        padded[:, width + t :] = src[:, -1:]
-        if j == 1 and static.data_ptr() != out.data_ptr():
-            out[:f] = static
-        d = out[j * f : (j + 1) * f]
-        torch.sub(padded[:, width + 1 : width + 1 + t], padded[:, width - 1 : width - 1 + t], out=d)
-        for n in range(2, width + 1):
-            d.add_(padded[:, width + n : width + n + t] - padded[:, width - n : width - n + t], alpha=n)
-        d.div_(norm)
-        src = d
+def with_deltas(static: torch.Tensor, width: int = 2, out: torch.Tensor | None = None) -> torch.Tensor:
+    """``static`` (features, frames), its :func:`deltas` and double deltas, stacked: (3 features,
+    frames), written into ``out`` when given (``static`` may be ``out``'s first rows)."""
+    f = static.shape[0]
+    if out is None:
+        out = torch.empty(3 * f, *static.shape[1:], dtype=static.dtype, device=static.device)
+    if static.data_ptr() != out.data_ptr():
+        out[:f] = static
+    deltas(static, width, out=out[f : 2 * f])
+    deltas(out[f : 2 * f], width, out=out[2 * f :])
+    return out
 
 
 def utterance_mvn(features: torch.Tensor, eps: float = 1e-8) -> torch.Tensor:
@@ -456,12 +446,12 @@ class SDFBFeatures:
         feats = torch.empty(self.dim, cf.shape[-1], dtype=cf.dtype, device=cf.device)
         row = 0
         if self.feature in ("cf", "cf_cm"):
-            _with_deltas_into(cf[0], self.delta_width, feats[row : row + 3 * n["cf"]])
+            with_deltas(cf[0], self.delta_width, out=feats[row : row + 3 * n["cf"]])
             row += 3 * n["cf"]
         if self.feature in ("cm", "cf_cm"):
             dct = torch.as_tensor(_dct_matrix(self.num_filters, self.num_cepstra), device=x.device)
             torch.matmul(dct, torch.log(cm[0] + self.log_floor), out=feats[row : row + n["cm"]])
-            _with_deltas_into(feats[row : row + n["cm"]], self.delta_width, feats[row : row + 3 * n["cm"]])
+            with_deltas(feats[row : row + n["cm"]], self.delta_width, out=feats[row : row + 3 * n["cm"]])
         if self.mvn:
             std, mean = torch.std_mean(feats, dim=-1, correction=0, keepdim=True)
             feats.sub_(mean).div_(std.add_(1e-8))
