@@ -6,6 +6,7 @@ FLAC, OGG, ...) and resampled with ``torchaudio.functional.resample``.
 
 from __future__ import annotations
 
+import io
 import logging
 import math
 import os
@@ -63,6 +64,7 @@ def load_audio(
     sample_rate: int,
     min_seconds: float = 0.0,
     checks: AudioChecks | None = None,
+    data: bytes | None = None,
 ) -> torch.Tensor:
     """Read a file as a mono float32 waveform at ``sample_rate``.
 
@@ -81,6 +83,9 @@ def load_audio(
         whatever ``data.validate`` was at prepare: a truncated WAV, a rate the corpus refuses,
         too short or too long, NaN/Inf, digital silence or near-silence raise with the file
         name. Without them only empty, non-finite and too-short audio raise.
+    data : bytes, optional
+        The file's encoded bytes (e.g. from a shard) to decode instead of reading ``path``,
+        which still names it in errors.
 
     Returns
     -------
@@ -93,11 +98,14 @@ def load_audio(
         ``checks``, whatever they refuse).
     """
     try:
-        data, file_rate = sf.read(os.fspath(path), dtype="float32", always_2d=True)
+        source = io.BytesIO(data) if data is not None else os.fspath(path)
+        data, file_rate = sf.read(source, dtype="float32", always_2d=True)
     except (sf.LibsndfileError, RuntimeError, TypeError, ValueError) as err:
         raise AudioFileError(path, f"cannot be decoded as audio ({err})") from err
     if checks is not None:
-        declared = wav_data_frames(path) if os.fspath(path).lower().endswith(".wav") else None
+        # (the declared length of a WAV header: checked at prepare; a shard holds its file whole)
+        declared = (wav_data_frames(path) if not isinstance(source, io.BytesIO)
+                    and os.fspath(path).lower().endswith(".wav") else None)
         problem = check_waveform(checks, path, data, file_rate, declared[0] if declared else None)
         if problem is not None:
             raise AudioFileError(path, problem[1])

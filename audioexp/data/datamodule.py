@@ -24,6 +24,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from audioexp.data.manifest import CorpusNotFoundError, ManifestError, cache_key, corpus_table, read_corpus_table
 from audioexp.data.resumable import EpochSampler, SeededItems, ShardSampler, TrainingLoader
+from audioexp.data.shards import ChunkBatchSampler, ShardItems, ShardOptions, read_json_if_exists, shard_path
 from audioexp.data.validate import (
     AudioChecks,
     CorpusCheck,
@@ -35,6 +36,11 @@ from audioexp.data.validate import (
 from audioexp.utils.files import atomic_write_json, atomic_write_text
 
 __all__ = ["CheckedCorpus", "CorpusDataModule", "default_cache_dir"]
+
+
+def _whole_batch(batch):
+    """``collate_fn`` of a loader whose dataset hands out whole batches (already collated)."""
+    return batch
 
 log = logging.getLogger(__name__)
 
@@ -171,6 +177,47 @@ class CorpusDataModule(CheckedCorpus, L.LightningDataModule):
     def num_classes(self) -> int:
         return len(self.class_names)
 
+    # --- where the audio comes from: files, or shards (audioexp.data.shards) -----------------
+    #: ``data.format``: ``files`` (one read per item) or ``shards`` (``task=shards`` wrote them).
+    data_format: str = "files"
+    shards: ShardOptions = ShardOptions()
+    #: The splits ``task=shards`` writes: those with a loader.
+    shard_splits: tuple[str, ...] = ("train", "val", "test")
+
+    def configure_format(self, format: str = "files", shards: Mapping | None = None) -> None:
+        """Set ``data.format`` and ``data.shards`` (:class:`audioexp.data.shards.ShardOptions`);
+        a corpus's ``__init__`` calls it."""
+        if format not in ("files", "shards"):
+            raise ValueError(f"data.format must be 'files' or 'shards', got {format!r}")
+        self.data_format = format
+        self.shards = ShardOptions(**dict(shards or {}))
+        if format == "shards":
+            self.shards.split_dir("train")  # data.shards.dir is set
+
+    def split_dataset(self, split: str) -> Dataset:
+        """The map-style dataset of ``split`` (items with ``source(i)`` and ``make_item``)."""
+        return self._dataset(split)
+
+    def split_groups(self, split: str) -> Sequence[str] | None:
+        """Each item's group (recording, speaker), recorded in the shards; None: not known."""
+        return None
+
+    def check_files(self) -> CorpusCheck | None:
+        """With ``data.format=shards`` the audio is not read again here: it was checked when the
+        shards were written (their ``check.json``, whose bad files ``setup`` leaves out as then)."""
+        if self.data_format != "shards":
+            return super().check_files()
+        self._check = read_json_if_exists(shard_path(self.shards.dir, "check.json")) or {"summary": {}, "bad": []}
+        if self.checks is not None:
+            atomic_write_json(self._check_file(), self._check)
+        log.info("%s: data.format=shards, audio from %s (checked when written: %s)", self.corpus_name,
+                 self.shards.dir, self._check.get("summary") or "no check recorded")
+        return None
+
+    def _shard_items(self, dataset: Dataset, split: str, collate_fn=None) -> ShardItems:
+        return ShardItems(dataset, self.shards.split_dir(split), self.root, corpus=self.corpus_name, split=split,
+                          collate_fn=collate_fn, cache_dir=self.shards.cache_dir)
+
     def prepare_data(self) -> None:
         if self.prepare is not None:
             self.prepare(self.root)
@@ -217,24 +264,45 @@ class CorpusDataModule(CheckedCorpus, L.LightningDataModule):
     def load_state_dict(self, state_dict: dict) -> None:
         self._resume_position = dict(state_dict) or None
 
-    def training_loader(self, dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
+    def training_loader(self, dataset: Dataset, batch_size: int, split: str = "train", **kwargs) -> DataLoader:
         """The training loader: shuffled per epoch from (seed, epoch), every item with its own
         random stream (:mod:`audioexp.data.resumable`), started where a resumed run stopped.
-        The seed is the run's (``torch.initial_seed()``, set from ``seed`` by the task)."""
-        seed = torch.initial_seed() % 2**63
-        sampler = EpochSampler(len(dataset), shuffle=True, seed=seed)
-        if self._resume_position:
-            position, self._resume_position = self._resume_position, None
-            sampler.resume(position["epoch"], position["batches_done"] * batch_size)
-        return TrainingLoader(SeededItems(dataset), batch_size=batch_size, sampler=sampler,
-                              generator=torch.Generator().manual_seed(seed), **kwargs)
+        The seed is the run's (``torch.initial_seed()``, set from ``seed`` by the task).
 
-    @staticmethod
-    def evaluation_loader(dataset: Dataset, batch_size: int, **kwargs) -> DataLoader:
+        With ``data.format=shards`` the items' audio comes from the shards; with
+        ``data.shards.order=chunks`` the batches are :class:`ChunkBatchSampler`'s (chunk by
+        chunk, each item once per epoch across ranks; ``drop_last`` does not apply)."""
+        seed = torch.initial_seed() % 2**63
+        position, self._resume_position = self._resume_position, None
+        generator = torch.Generator().manual_seed(seed)
+        if self.data_format == "shards":
+            items = self._shard_items(dataset, split, kwargs.pop("collate_fn", None))
+            if self.shards.order == "chunks":
+                kwargs.pop("drop_last", None)
+                batches = ChunkBatchSampler(items.chunk_sizes, batch_size, seed=seed,
+                                            buffer_chunks=self.shards.buffer_chunks)
+                if position:
+                    batches.resume(position["epoch"], position["batches_done"])
+                return TrainingLoader(items, batch_size=None, sampler=batches, collate_fn=_whole_batch,
+                                      generator=generator, **kwargs)
+            kwargs["collate_fn"] = items.collate_fn
+        else:
+            items = SeededItems(dataset)
+        sampler = EpochSampler(len(dataset), shuffle=True, seed=seed)
+        if position:
+            sampler.resume(position["epoch"], position["batches_done"] * batch_size)
+        return TrainingLoader(items, batch_size=batch_size, sampler=sampler, generator=generator, **kwargs)
+
+    def evaluation_loader(self, dataset: Dataset, batch_size: int, split: str | None = None, **kwargs) -> DataLoader:
         """An evaluation loader: in order, each file once across DDP ranks (:class:`ShardSampler`:
         no padding), and with a generator of its own, so that creating its iterator (which
         draws the workers' base seed) takes nothing from the global RNG: a resumed run, which
-        skips the sanity check, draws exactly what the uninterrupted one did."""
+        skips the sanity check, draws exactly what the uninterrupted one did. With
+        ``data.format=shards``, the audio of ``split`` comes from its shards."""
+        if self.data_format == "shards":
+            if split is None:
+                raise ValueError(f"{type(self).__name__}: an evaluation loader from shards needs its split's name")
+            dataset = self._shard_items(dataset, split)
         return DataLoader(dataset, batch_size=batch_size, sampler=ShardSampler(len(dataset)),
                           generator=torch.Generator().manual_seed(0), **kwargs)
 

@@ -34,9 +34,11 @@ class SkippingAudioReader:
         self.checks = checks
         self.num_skipped = 0
 
-    def __call__(self, path) -> torch.Tensor | None:
+    def __call__(self, path, data: bytes | None = None) -> torch.Tensor | None:
+        """The file at ``path``; or, given ``data``, those encoded bytes (a shard's copy of the
+        file, :mod:`audioexp.data.shards`), named ``path`` in errors."""
         try:
-            return load_audio(path, self.sample_rate, self.min_seconds, self.checks)
+            return load_audio(path, self.sample_rate, self.min_seconds, self.checks, data=data)
         except (AudioFileError, FileNotFoundError) as err:
             if not self.skip_bad_files:
                 raise
@@ -103,9 +105,16 @@ class FixedLengthClipDataset(Dataset):
     def __len__(self) -> int:
         return len(self.indices)
 
+    def source(self, i: int) -> str:
+        """The audio file of item ``i``."""
+        return self.manifest.resolve(int(self.indices[i]))
+
     def __getitem__(self, i: int) -> dict | None:
+        return self.make_item(i, self.read(self.source(i)))
+
+    def make_item(self, i: int, waveform: torch.Tensor | None) -> dict | None:
+        """Item ``i`` from its decoded audio (``None``: a bad file, skipped)."""
         row = int(self.indices[i])
-        waveform = self.read(self.manifest.resolve(row))
         if waveform is None:
             return None
         waveform = fix_length(waveform, self.num_samples, self.crop)
@@ -196,8 +205,15 @@ class UtteranceDataset(Dataset):
             crop = crop + torch.randn_like(crop) * torch.sqrt(power / 10 ** (snr / 10))
         return crop
 
+    def source(self, i: int) -> str:
+        """The audio file of item ``i``."""
+        return str(self.root / self.paths[i])
+
     def __getitem__(self, i: int) -> dict | None:
-        waveform = self.read(self.root / self.paths[i])
+        return self.make_item(i, self.read(self.source(i)))
+
+    def make_item(self, i: int, waveform: torch.Tensor | None) -> dict | None:
+        """Item ``i`` from its decoded audio (``None``: a bad file, skipped)."""
         if waveform is None:
             return None
         if self.crop_samples is not None:

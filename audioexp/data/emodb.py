@@ -24,7 +24,7 @@ from __future__ import annotations
 import logging
 import re
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -228,8 +228,11 @@ class EmoDBDataModule(CorpusDataModule):
         resample: str = "any",
         silence_db: float | None = -60.0,
         validate: str = "header",
+        format: str = "files",
+        shards: Mapping | None = None,
     ) -> None:
         super().__init__()
+        self.configure_format(format, shards)
         if num_classes != len(CLASS_NAMES):
             raise ValueError(f"EmoDB has {len(CLASS_NAMES)} emotions, got num_classes={num_classes}")
         if class_names is not None and list(class_names) != CLASS_NAMES:
@@ -288,9 +291,18 @@ class EmoDBDataModule(CorpusDataModule):
     def speakers(self) -> np.ndarray:
         return np.array([u.speaker for u in self.utterances])
 
-    def predict_dataloader(self) -> DataLoader:
+    #: one set: the probe embeds every utterance once and splits the embeddings itself
+    shard_splits = ("all",)
+
+    def _dataset(self, split: str = "all") -> UtteranceDataset:
         self.setup()
         # whole clips, with their position in `files` (the probe reassembles embeddings by it)
-        dataset = UtteranceDataset(self.root, self.files, self.labels, self.sample_rate, min_seconds=self.min_seconds,
-                                   skip_bad_files=self.skip_bad_files, checks=self.checks)
-        return self.evaluation_loader(dataset, self.batch_size, num_workers=self.num_workers, collate_fn=collate_skipping_bad)
+        return UtteranceDataset(self.root, self.files, self.labels, self.sample_rate, min_seconds=self.min_seconds,
+                                skip_bad_files=self.skip_bad_files, checks=self.checks)
+
+    def split_groups(self, split: str) -> list[str]:
+        return [str(s) for s in self.speakers]
+
+    def predict_dataloader(self) -> DataLoader:
+        return self.evaluation_loader(self._dataset("all"), self.batch_size, "all", num_workers=self.num_workers,
+                                      collate_fn=collate_skipping_bad)

@@ -22,7 +22,7 @@ import json
 import logging
 import os
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -203,8 +203,11 @@ class FMBroadcastDataModule(CorpusDataModule):
         skip_bad_files: bool = False, shuffle_labels: bool = False,
         prepare: Callable[[Path], object] | None = None,
         rebuild_manifest: bool = False,
+        format: str = "files",
+        shards: Mapping | None = None,
     ) -> None:
         super().__init__()
+        self.configure_format(format, shards)
         self.class_names = list(class_names)
         if num_classes is not None and num_classes != len(self.class_names):
             raise ValueError(f"num_classes={num_classes} but class_names={self.class_names}")
@@ -342,14 +345,20 @@ class FMBroadcastDataModule(CorpusDataModule):
             checks=self.checks,
         )
 
+    def split_groups(self, split: str) -> list[str]:
+        """Each clip's recording (``<class>/<folder>``, or the manifest's group column)."""
+        self._dataset(split)
+        names = self.manifest.group_names
+        return [str(names[g]) for g in self.manifest.groups[self.splits[split]]]
+
     def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
         common = dict(num_workers=self.num_workers, collate_fn=collate_skipping_bad,
                       persistent_workers=self.num_workers > 0, pin_memory=False)
         if split == "train":
             # a last training batch of one clip would break BatchNorm in the head
-            return self.training_loader(dataset, self.batch_size, drop_last=len(dataset) > self.batch_size, **common)
-        return self.evaluation_loader(dataset, self.batch_size, **common)
+            return self.training_loader(dataset, self.batch_size, split, drop_last=len(dataset) > self.batch_size, **common)
+        return self.evaluation_loader(dataset, self.batch_size, split, **common)
 
     def test_dataloader(self) -> DataLoader:
         # The paper reports on its validation split; with test_fraction=0 so do we.

@@ -41,7 +41,7 @@ import logging
 import os
 import re
 from dataclasses import dataclass
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 
 import numpy as np
@@ -253,8 +253,8 @@ class EmotionUtteranceDataset(UtteranceDataset):
         self.speakers = np.asarray(speakers, dtype=np.int64)
         self.speaker_ids = np.asarray(speaker_ids, dtype=np.int64)
 
-    def __getitem__(self, i: int) -> dict | None:
-        item = super().__getitem__(i)
+    def make_item(self, i: int, waveform: torch.Tensor | None) -> dict | None:
+        item = super().make_item(i, waveform)
         if item is not None:
             item["speaker"] = int(self.speakers[i])
             item["speaker_id"] = int(self.speaker_ids[i])
@@ -345,8 +345,11 @@ class IEMOCAPDataModule(CorpusDataModule):
         class_names: list[str] | None = None,
         num_train_speakers: int = 8,
         cache_dir: str | None = None,
+        format: str = "files",
+        shards: Mapping | None = None,
     ) -> None:
         super().__init__()
+        self.configure_format(format, shards)
         fold_speakers(protocol, fold)  # validates protocol and fold now
         if num_classes != len(CLASSES) or (class_names is not None and list(class_names) != list(CLASSES)):
             raise ValueError(f"IEMOCAP has the 4 classes {list(CLASSES)}; got num_classes={num_classes}, class_names={class_names}")
@@ -425,7 +428,8 @@ class IEMOCAPDataModule(CorpusDataModule):
         bad = self.bad_files()
         if bad:
             chosen = [(u, c) for u, c in chosen if str(self.root / u.path) not in bad]
-        missing = [u.path for u, _ in chosen if not (self.root / u.path).is_file()]
+        # (with data.format=shards the audio is in the shards; the lists name what they hold)
+        missing = [u.path for u, _ in chosen if self.data_format == "files" and not (self.root / u.path).is_file()]
         if missing:
             raise CorpusNotFoundError(
                 f"{len(missing)} labelled utterances of {self.root} have no WAV file (first: {self.root / missing[0]}); "
@@ -479,12 +483,17 @@ class IEMOCAPDataModule(CorpusDataModule):
             return EmotionUtteranceDataset(crop_samples=self.crop_samples, **common)
         return EmotionUtteranceDataset(max_samples=self.max_eval_samples, **common)
 
+    def split_groups(self, split: str) -> list[str]:
+        """Each utterance's speaker (``Ses01F``)."""
+        self.setup()
+        return [self.speakers[i] for i in self.splits[split].speaker_ids]
+
     def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
         common = dict(num_workers=self.num_workers, collate_fn=collate_with_speakers, persistent_workers=self.num_workers > 0)
         if split == "train":
             # a last batch of one would break BatchNorm's training statistics
             n, b = len(dataset), self.batch_size
-            return self.training_loader(dataset, b, drop_last=n % b == 1 and n > b, **common)
-        return self.evaluation_loader(dataset, self.eval_batch_size, **common)
+            return self.training_loader(dataset, b, split, drop_last=n % b == 1 and n > b, **common)
+        return self.evaluation_loader(dataset, self.eval_batch_size, split, **common)
 

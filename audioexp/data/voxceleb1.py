@@ -38,7 +38,7 @@ import hashlib
 import logging
 import os
 from dataclasses import dataclass
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -361,8 +361,11 @@ class VoxCeleb1DataModule(CorpusDataModule):
         prepare: Callable[[Path], object] | None = None,
         num_classes: int | None = None,
         class_names: list[str] | None = None,
+        format: str = "files",
+        shards: Mapping | None = None,
     ) -> None:
         super().__init__()
+        self.configure_format(format, shards)
         if protocol not in PROTOCOLS:
             raise ValueError(f"protocol must be one of {PROTOCOLS}, got {protocol!r}")
         self.root = Path(root)
@@ -624,10 +627,14 @@ class VoxCeleb1DataModule(CorpusDataModule):
         ev = self.eval_sets[split]
         return UtteranceDataset(paths=ev.paths, labels=ev.labels, max_samples=self.max_eval_samples, **common)
 
+    def split_groups(self, split: str) -> list[str]:
+        """Each utterance's speaker (``id10001`` of ``id10001/<video>/<n>.wav``)."""
+        return [p.split("/")[0] for p in (self.train_paths if split == "train" else self.eval_sets[split].paths)]
+
     def _loader(self, split: str) -> DataLoader:
         dataset = self._dataset(split)
         common = dict(num_workers=self.num_workers, collate_fn=collate_skipping_bad, persistent_workers=self.num_workers > 0)
         if split == "train":
-            return self.training_loader(dataset, self.batch_size, drop_last=len(dataset) > self.batch_size, **common)
-        return self.evaluation_loader(dataset, self.eval_batch_size, **common)
+            return self.training_loader(dataset, self.batch_size, split, drop_last=len(dataset) > self.batch_size, **common)
+        return self.evaluation_loader(dataset, self.eval_batch_size, split, **common)
 

@@ -5,6 +5,7 @@ from audioexp.tasks import probe  # noqa: F401  (task=probe)
 from audioexp.tasks import aggregate  # noqa: F401  (task=aggregate)
 from audioexp.tasks import fit_gmm  # noqa: F401  (task=fit_gmm)
 from audioexp.tasks import predict  # noqa: F401  (task=predict)
+from audioexp.tasks import shards  # noqa: F401  (task=shards)
 from audioexp.tasks.registry import TASKS, get_task, register_task
 
 __all__ = ["TASKS", "get_task", "register_task"]
