@@ -26,6 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, fields
 import functools
+import logging
 
 import numpy as np
 import torch
@@ -33,10 +34,15 @@ import torch
 from audioexp.features.sd_filterbank import (
     BANDWIDTH_FACTOR,
     F_MIN,
+    compiled_kernel_error,
     differentiation_matrix,
     resonator_bank,
     sd_filterbank,
+    sd_filterbank_centroids,
 )
+from audioexp.utils.logging import log_once
+
+log = logging.getLogger(__name__)
 
 __all__ = [
     "SDFBFeatures",
@@ -417,17 +423,49 @@ class SDFBFeatures:
         per = {"cf": self.num_filters, "cm": self.num_cepstra, "cf_cm": self.num_filters + self.num_cepstra}
         return 3 * per[self.feature]
 
-    def bands(self, waveform: torch.Tensor) -> torch.Tensor:
-        """Differentiated band signals, shape (batch, bands, time)."""
+    def bands(self, waveform: torch.Tensor, implementation: str | None = None) -> torch.Tensor:
+        """Differentiated band signals, shape (batch, bands, time) (``implementation``: of
+        :func:`audioexp.features.sd_filterbank.sd_filterbank`, default "auto"; IIR only)."""
         if self.filterbank == "iir":
             return sd_filterbank(waveform, self.sample_rate, self.num_filters, self.num_differentiations,
                                  f_min=self.f_min, bandwidth_factor=self.bandwidth_factor, unit_center_gain=self.unit_center_gain,
-                                 center_grid=self.center_grid)
+                                 center_grid=self.center_grid, implementation=implementation or "auto")
         from audioexp.features.sd_filterbank import spatially_differentiate
 
         bands = triangular_filterbank_bands(waveform, self.sample_rate, self.num_filters, center_grid=self.center_grid,
                                             f_min=self.f_min)
         return spatially_differentiate(bands, self.num_differentiations)
+
+    def centroids(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """CF and CM (eq. 6/7) of waveforms ``x`` (batch, time), float64: (batch, bands, frames) each.
+
+        On the CPU, with the IIR filterbank and the paper's framing (a frame of two hops, the DFT
+        as long as the frame), the compiled kernel computes them behind its filters
+        (:func:`audioexp.features.sd_filterbank.sd_filterbank_centroids`: the rectified bands are
+        never stored); otherwise, or with one warning when the kernel cannot be built, the band
+        signals and then :func:`spectral_envelope_centroids`' torch steps, on ``x``'s device (the
+        reference the compiled path is tested against at 1e-9)."""
+        frame_ms, hop_ms, n_fft = 20.0, 10.0, 320
+        _check_framing(x.shape[-1], self.sample_rate, frame_ms, n_fft)
+        frame = int(round(frame_ms * self.sample_rate / 1000))
+        hop = int(round(hop_ms * self.sample_rate / 1000))
+        num_bins = int(np.floor(self.f_max * n_fft / self.sample_rate)) + 1
+        impl = None
+        if (self.filterbank == "iir" and x.device.type == "cpu" and frame == n_fft == 2 * hop and hop % 2 == 0
+                and num_bins <= hop // 2 - 1):
+            why = compiled_kernel_error()
+            if why is None:
+                return sd_filterbank_centroids(
+                    x, self.sample_rate, self.num_filters, self.num_differentiations, f_min=self.f_min,
+                    bandwidth_factor=self.bandwidth_factor, unit_center_gain=self.unit_center_gain,
+                    center_grid=self.center_grid, hop=hop, num_bins=num_bins, include_dc=self.include_dc, eps=1e-12)
+            log_once(log, "replay_fused_kernel",
+                     "SDFBFeatures: the compiled CPU kernel could not be built (%s); using the BLAS filterbank and "
+                     "the torch envelope spectra, several times slower. Install g++ and ninja.", why,
+                     level=logging.WARNING)
+            impl = "blas"
+        bands = self.bands(x, implementation=impl).to(x.device)  # (batch, bands, time), ours: rectified in place
+        return _centroids(bands.abs_(), self.sample_rate, frame_ms, hop_ms, n_fft, self.f_max, self.include_dc, 1e-12)
 
     def __call__(self, waveform) -> np.ndarray:
         """Features of one utterance: waveform (time,) in, float64 (frames, dim) out.
@@ -438,10 +476,7 @@ class SDFBFeatures:
             x = waveform.detach().to(torch.float64).reshape(1, -1)
         else:
             x = torch.as_tensor(np.asarray(waveform, dtype=np.float64)).reshape(1, -1)
-        bands = self.bands(x).to(x.device)  # (1, bands, time), ours: rectified in place
-        _check_framing(bands.shape[-1], self.sample_rate, 20.0, 320)
-        cf, cm = _centroids(bands.abs_(), self.sample_rate, 20.0, 10.0, 320, self.f_max, self.include_dc, 1e-12)
-        del bands
+        cf, cm = self.centroids(x)
         n = {"cf": self.num_filters, "cm": self.num_cepstra}
         feats = torch.empty(self.dim, cf.shape[-1], dtype=cf.dtype, device=cf.device)
         row = 0

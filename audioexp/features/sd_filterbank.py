@@ -71,6 +71,7 @@ log = logging.getLogger(__name__)
 __all__ = [
     "BANDWIDTH_FACTOR",
     "F_MIN",
+    "compiled_kernel_error",
     "differentiation_matrix",
     "hz_to_mel",
     "mel_to_hz",
@@ -78,6 +79,7 @@ __all__ = [
     "response_shape",
     "sd_filter_response",
     "sd_filterbank",
+    "sd_filterbank_centroids",
     "sd_filterbank_reference",
     "spatially_differentiate",
 ]
@@ -720,6 +722,94 @@ def sd_filterbank(
         else:
             result = _filterbank_torch(x, ops, num_filters)
     return result[0] if squeeze else result
+
+
+def compiled_kernel_error() -> str | None:
+    """Why the compiled CPU kernel cannot be built here, or None when it is built (and loaded)."""
+    return _load_kernel()[1]
+
+
+@functools.lru_cache(maxsize=16)
+def _chunk_dft_bases(hop: int, n_fft: int, num_bins: int) -> tuple[torch.Tensor, ...]:
+    """The bases of :func:`sd_filterbank_centroids`'s chunk DFT, as float64 tensors (cached).
+
+    Bins ``k = 0 .. num_bins`` (one above the last used: the window's convolution reaches it) of
+    the ``n_fft``-point DFT of a ``hop``-long chunk, about its centre ``m = (hop - 1) / 2``: with
+    ``a_n = 2 pi (m - n) / n_fft``, ``cos_t[n, k] = cos(k a_n)``, ``sin_t[n, k - 1] = sin(k a_n)``
+    (``n < hop / 2``), and ``rot[k] = exp(-2 pi i m k / n_fft)`` (re, im).
+    """
+    half, mid = hop // 2, (hop - 1) / 2
+    a = 2.0 * np.pi * (mid - np.arange(half)) / n_fft
+    k = np.arange(num_bins + 1)
+    phase = 2.0 * np.pi * mid * k / n_fft
+    bases = (np.cos(a[:, None] * k[None, :]), np.sin(a[:, None] * k[None, 1:]),
+             np.stack([np.cos(phase), -np.sin(phase)], axis=1))
+    return tuple(torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64)) for b in bases)
+
+
+def sd_filterbank_centroids(
+    waveform: torch.Tensor, sample_rate: int = 16000, num_filters: int = 80, num_differentiations: int = 0,
+    f_min: float = F_MIN, f_max: float | None = None, bandwidth_factor: float = BANDWIDTH_FACTOR,
+    unit_center_gain: bool = False, center_grid: str = "inner", hop: int = 160, num_bins: int = 20,
+    include_dc: bool = False, eps: float = 1e-12, num_threads: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """The compiled kernel fused with the replay front-end's envelope centroids (CPU, float64).
+
+    The band signals of :func:`sd_filterbank` (same design arguments) are not returned: right
+    after the filters produce ``hop`` samples of every band, the kernel rectifies them and takes
+    the DFT of that chunk (bins ``0 .. num_bins``, about its centre, the pairs of samples
+    symmetric about it folded first: half the products); each frame of two chunks (a periodic
+    Hamming window, a DFT as long as the frame, frames ``1 + (time - 2 hop) // hop``) adds its
+    chunks' spectra and applies the window as its three-bin convolution, then eq. 6/7 give CF and
+    CM over bins ``0 .. num_bins - 1`` (:func:`audioexp.features.replay.spectral_envelope_centroids`
+    with ``frame = n_fft = 2 hop``, which it equals to rounding; the rectified bands never reach
+    memory). Raises RuntimeError when the kernel cannot be built (:func:`compiled_kernel_error`).
+
+    Parameters
+    ----------
+    waveform : Tensor, shape (batch, time) or (time,), on the CPU
+    hop : int
+        Samples per hop (even); frames and the DFT are ``2 hop`` long (the paper: 160 at 16 kHz).
+    num_bins : int
+        DFT bins used by eq. 6/7 (the paper: 20, up to 950 Hz); at most ``hop / 2 - 1``.
+    include_dc, eps
+        As :func:`audioexp.features.replay.spectral_envelope_centroids`.
+    num_threads : int, optional
+        Threads (default ``torch.get_num_threads()``): utterances and groups of bands.
+
+    Returns
+    -------
+    cf, cm : Tensor, float64, shape (batch, num_filters, frames) (or (num_filters, frames))
+    """
+    squeeze = waveform.dim() == 1
+    x = waveform.unsqueeze(0) if squeeze else waveform
+    if x.dim() != 2 or x.device.type != "cpu":
+        raise ValueError(f"waveform must be a CPU tensor of shape (batch, time) or (time,), got "
+                         f"{tuple(waveform.shape)} on {waveform.device}")
+    if hop < 2 or hop % 2 or not 1 <= num_bins <= hop // 2 - 1:
+        raise ValueError(f"hop must be even and num_bins in [1, hop / 2 - 1], got hop={hop}, num_bins={num_bins}")
+    if x.shape[-1] < 2 * hop:
+        raise ValueError(f"signal of {x.shape[-1]} samples is shorter than one frame of {2 * hop} samples")
+    if not torch.isfinite(x).all():
+        raise ValueError("waveform contains NaN or infinite values")
+    kernel, why = _load_kernel()
+    if kernel is None:
+        raise RuntimeError(f"the compiled sd_filterbank kernel could not be built ({why}); it needs g++ and ninja")
+    design = (int(num_filters), int(sample_rate), float(f_min), None if f_max is None else float(f_max),
+              float(bandwidth_factor), bool(unit_center_gain), str(center_grid), int(num_differentiations))
+    coeffs = _kernel_coefficients(*design, torch.float64)
+    x = x.detach().to(torch.float64).contiguous()
+    bsz, n = x.shape
+    frames = 1 + (n - 2 * hop) // hop
+    cf = torch.empty(bsz, num_filters, frames, dtype=torch.float64)
+    cm = torch.empty_like(cf)
+    cos_t, sin_t, rot = _chunk_dft_bases(int(hop), 2 * int(hop), int(num_bins))
+    freqs = torch.arange(num_bins, dtype=torch.float64) * (sample_rate / (2 * hop))
+    threads = max(1, torch.get_num_threads() if num_threads is None else int(num_threads))
+    groups = 1 if bsz >= threads else math.ceil(threads / bsz)
+    kernel.sd_centroids_cpu(x, *(coeffs[k] for k in ("a1", "a2", "gain", "inner", "top")), cos_t, sin_t, rot, freqs,
+                            0.54, 0.23, bool(include_dc), float(eps), math.ceil(num_filters / groups), threads, cf, cm)
+    return (cf[0], cm[0]) if squeeze else (cf, cm)
 
 
 def sd_filterbank_reference(

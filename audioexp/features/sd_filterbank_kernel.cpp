@@ -21,10 +21,17 @@
 // (utterance, group of output bands; a group also computes the k filters above it that its
 // differences reach), shared among threads of torch's OpenMP runtime. Measured speed:
 // bench/bench_sd_filterbank.py and experiments/asvspoof2017.md.
+//
+// Two entry points share the filter loop (filter_item, which hands each tile to a sink):
+// sd_filterbank_cpu writes the band signals; sd_centroids_cpu (the replay front-end, issue 17)
+// turns each tile of band vectors, while it is in cache, into the rectified envelope's DFT and
+// CF/CM per frame, and never stores the bands (see "The replay front-end fused" below; tested
+// against the torch path in tests/unit/test_replay_speed.py; bench/bench_replay_frontend.py).
 
 #include <torch/extension.h>
 
 #include <algorithm>
+#include <cmath>
 #include <atomic>
 #include <thread>
 #include <type_traits>
@@ -100,13 +107,15 @@ inline void store_tile(const scalar_t* __restrict tile, int64_t stride, int64_t 
   }
 }
 
-// One work item: utterance x (n samples), output bands [band_lo, band_hi), written to out
-// (band-major, n per band). W: k + 1 known at compile time (0: any, read from w_runtime).
-template <typename scalar_t, int W>
+// One work item: utterance x (its first n samples), output bands [band_lo, band_hi), handed to
+// `sink` a tile at a time: sink(tile, stride, steps, t0) gets the band vectors of time steps
+// t0 .. t0 + steps - 1 (steps <= tile_steps), band i - band_lo of step t0 + s at tile[s * stride + i].
+// W: k + 1 known at compile time (0: any, read from w_runtime).
+template <typename scalar_t, int W, typename Sink>
 void filter_item(const scalar_t* __restrict x, int64_t n, const scalar_t* __restrict a1_all,
                  const scalar_t* __restrict a2_all, const scalar_t* __restrict g_all, int64_t num_filters,
                  const scalar_t* __restrict inner, const scalar_t* __restrict top, int64_t w_runtime,
-                 int64_t band_lo, int64_t band_hi, scalar_t* __restrict out) {
+                 int64_t band_lo, int64_t band_hi, int64_t tile_steps, Sink& sink) {
   const int64_t w = W > 0 ? W : w_runtime;  // taps of the differentiated bands (k + 1)
   const int64_t k = w - 1;
   // Filters [f_lo, f_hi) cover the bands' support: band i < N - k sums filters i..i+k with the
@@ -117,7 +126,7 @@ void filter_item(const scalar_t* __restrict x, int64_t n, const scalar_t* __rest
   const int64_t shift = band_lo - f_lo;                                   // band i reads y[i - f_lo ...]
   const int64_t n_inner = std::max<int64_t>(0, std::min(band_hi, num_filters - k) - band_lo);
   const int64_t nout = band_hi - band_lo;
-  constexpr int64_t kTile = SD_TILE;  // time steps per tile
+  const int64_t kTile = tile_steps;  // time steps per tile
   const int64_t stride = (nout + 3) / 4 * 4;  // rows of the tile start on 32-byte boundaries
   std::vector<scalar_t> v1_buf(nf, scalar_t(0)), v2_buf(nf, scalar_t(0)), y_buf(nf, scalar_t(0));
   std::vector<scalar_t> a1_buf(a1_all + f_lo, a1_all + f_hi), a2_buf(a2_all + f_lo, a2_all + f_hi);
@@ -156,23 +165,44 @@ void filter_item(const scalar_t* __restrict x, int64_t n, const scalar_t* __rest
         row[i] = acc;
       }
     }
-    store_tile(tile, stride, steps, nout, out + t0, n);
+    sink(static_cast<const scalar_t*>(tile), stride, steps, t0);  // the band vectors of steps t0 .. t0 + steps - 1
   }
 }
 
-template <typename scalar_t>
+template <typename scalar_t, typename Sink>
 void run_item(int64_t w, const scalar_t* x, int64_t n, const scalar_t* a1, const scalar_t* a2, const scalar_t* g,
-              int64_t nfilt, const scalar_t* inner, const scalar_t* top, int64_t lo, int64_t hi, scalar_t* out) {
+              int64_t nfilt, const scalar_t* inner, const scalar_t* top, int64_t lo, int64_t hi, int64_t tile_steps,
+              Sink& sink) {
   switch (w) {  // the paper's k = 0, 2, 4, 6 (and the odd ones) unrolled; any other k works too
-    case 1: return filter_item<scalar_t, 1>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, out);
-    case 2: return filter_item<scalar_t, 2>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, out);
-    case 3: return filter_item<scalar_t, 3>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, out);
-    case 4: return filter_item<scalar_t, 4>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, out);
-    case 5: return filter_item<scalar_t, 5>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, out);
-    case 6: return filter_item<scalar_t, 6>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, out);
-    case 7: return filter_item<scalar_t, 7>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, out);
-    default: return filter_item<scalar_t, 0>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, out);
+    case 1: return filter_item<scalar_t, 1>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, tile_steps, sink);
+    case 2: return filter_item<scalar_t, 2>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, tile_steps, sink);
+    case 3: return filter_item<scalar_t, 3>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, tile_steps, sink);
+    case 4: return filter_item<scalar_t, 4>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, tile_steps, sink);
+    case 5: return filter_item<scalar_t, 5>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, tile_steps, sink);
+    case 6: return filter_item<scalar_t, 6>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, tile_steps, sink);
+    case 7: return filter_item<scalar_t, 7>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, tile_steps, sink);
+    default: return filter_item<scalar_t, 0>(x, n, a1, a2, g, nfilt, inner, top, w, lo, hi, tile_steps, sink);
   }
+}
+
+// Run item(0), ..., item(items - 1) on `threads` threads.
+template <typename Item>
+void parallel_items(int64_t items, int64_t threads, const Item& item) {
+#ifdef _OPENMP
+  // torch's own OpenMP runtime (its libgomp.so.1 is already loaded): its threads do the work,
+  // instead of spinning after torch's last parallel op while threads of ours wait for the cores
+#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
+  for (int64_t i = 0; i < items; ++i) item(i);
+#else
+  std::atomic<int64_t> next(0);
+  auto worker = [&] {
+    for (int64_t i = next++; i < items; i = next++) item(i);
+  };
+  std::vector<std::thread> pool;
+  for (int64_t i = 1; i < threads; ++i) pool.emplace_back(worker);
+  worker();
+  for (auto& th : pool) th.join();
+#endif
 }
 
 // All work items (utterance, group of `group` bands), shared among `threads` threads.
@@ -181,26 +211,14 @@ void run_all(const scalar_t* xp, int64_t bsz, int64_t n, const scalar_t* a1p, co
              const scalar_t* gp, int64_t nfilt, const scalar_t* ip, const scalar_t* tp, int64_t w, int64_t group,
              int64_t threads, scalar_t* op) {
   const int64_t ngroups = (nfilt + group - 1) / group;
-  const int64_t items = bsz * ngroups;
-  auto run = [&](int64_t item) {
+  parallel_items(bsz * ngroups, threads, [&](int64_t item) {
     const int64_t b = item / ngroups, lo = (item % ngroups) * group, hi = std::min(nfilt, lo + group);
-    run_item<scalar_t>(w, xp + b * n, n, a1p, a2p, gp, nfilt, ip, tp, lo, hi, op + (b * nfilt + lo) * n);
-  };
-#ifdef _OPENMP
-  // torch's own OpenMP runtime (its libgomp.so.1 is already loaded): its threads do the work,
-  // instead of spinning after torch's last parallel op while threads of ours wait for the cores
-#pragma omp parallel for num_threads(threads) schedule(dynamic, 1)
-  for (int64_t item = 0; item < items; ++item) run(item);
-#else
-  std::atomic<int64_t> next(0);
-  auto worker = [&] {
-    for (int64_t item = next++; item < items; item = next++) run(item);
-  };
-  std::vector<std::thread> pool;
-  for (int64_t i = 1; i < threads; ++i) pool.emplace_back(worker);
-  worker();
-  for (auto& th : pool) th.join();
-#endif
+    scalar_t* out = op + (b * nfilt + lo) * n;
+    auto store = [&](const scalar_t* tile, int64_t stride, int64_t steps, int64_t t0) {
+      store_tile(tile, stride, steps, hi - lo, out + t0, n);
+    };
+    run_item<scalar_t>(w, xp + b * n, n, a1p, a2p, gp, nfilt, ip, tp, lo, hi, SD_TILE, store);
+  });
 }
 
 // x (batch, time); a1, a2, gain (filters,): A_j(z) = 1 + a1_j z^-1 + a2_j z^-2 and g_j;
@@ -232,9 +250,287 @@ void sd_filterbank_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torc
   });
 }
 
+
+// ---- The replay front-end fused behind the filters: envelope spectra and eq. 6/7 (float64) ----
+//
+// What it computes, per utterance and band (audioexp.features.replay's CF and CM): the band
+// signal y, rectified |y|, cut into hop-long chunks c_j; the frames are chunk pairs
+// (c_j, c_{j+1}) (frame = 2 hop = the DFT length N, the paper's 20 ms, 10 ms, 320 points); the
+// periodic Hamming window's DFT of bins 0 .. K-1 of each frame, W[k] = a0 F[k] - a1 (F[k-1] + F[k+1])
+// with F the frame's rectangular DFT and F[-1] = conj(F[1]); per frame
+//   CF = sum_k f_k |W[k]| / sum_{k >= 1 (or 0)} |W[k]|   (0 when that sum is <= eps),
+//   CM = sum_k f_k |W[k]| / sum_k f_k.
+// How: each chunk's rectangular DFT X_j[k] (k = 0 .. K) is computed once, right after the filters
+// produce the chunk (a tile of hop band vectors still in cache; the rectified signal is never
+// stored), and shared by its two frames: F[k] = X_j[k] + (-1)^k X_{j+1}[k]. Pairing sample n with
+// hop-1-n (about the chunk's centre m = (hop-1)/2) halves the products:
+//   X[k] = e^{-2 pi i m k / N} (sum_{n < hop/2} e_n cos(k a_n) + i sum_{n < hop/2} o_n sin(k a_n)),
+// e_n = |c_n| + |c_{hop-1-n}|, o_n = |c_n| - |c_{hop-1-n}|, a_n = 2 pi (m - n) / N: two small products
+// of (bins x hop/2) bases with (hop/2 x bands) blocks, register-blocked over bins and bands.
+
+struct CentroidSpec {
+  int64_t hop, half, kc, nbins, frames;  // kc = K + 1 bins of the chunks' DFT (the window reaches bin K)
+  const double* cos_t;                   // (half, kc): cos(k a_n)
+  const double* sin_t;                   // (half, kc - 1): sin(k a_n), k = 1 .. K
+  const double* rot;                     // (kc, 2): e^{-2 pi i m k / N}, re and im
+  const double* freqs;                   // (K,): f_k in Hz
+  double freq_sum, a0, a1, eps;
+  bool include_dc;
+};
+
+// out[k * stride + b] = sum_{n < half} bt[n * ldb + k] * in[n * stride + b], k < rows, b < stride
+// (stride a multiple of 4).
+#ifdef __AVX2__
+template <int KB, int NB>
+inline void basis_block(const double* __restrict bt, int64_t ldb, const double* __restrict in, int64_t half,
+                        int64_t stride, double* __restrict out) {
+  __m256d acc[KB][NB];
+  for (int kk = 0; kk < KB; ++kk)
+    for (int j = 0; j < NB; ++j) acc[kk][j] = _mm256_setzero_pd();
+  for (int64_t n = 0; n < half; ++n) {
+    __m256d v[NB];
+    for (int j = 0; j < NB; ++j) v[j] = _mm256_load_pd(in + n * stride + 4 * j);
+    const double* b = bt + n * ldb;
+    for (int kk = 0; kk < KB; ++kk) {
+      const __m256d c = _mm256_broadcast_sd(b + kk);
+      for (int j = 0; j < NB; ++j) acc[kk][j] = _mm256_fmadd_pd(c, v[j], acc[kk][j]);
+    }
+  }
+  for (int kk = 0; kk < KB; ++kk)
+    for (int j = 0; j < NB; ++j) _mm256_store_pd(out + kk * stride + 4 * j, acc[kk][j]);
+}
+
+template <int NB>
+inline void basis_rows(const double* bt, int64_t ldb, int64_t k0, int64_t kb, const double* in, int64_t half,
+                       int64_t stride, double* out) {
+  switch (kb) {
+    case 6: return basis_block<6, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
+    case 5: return basis_block<5, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
+    case 4: return basis_block<4, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
+    case 3: return basis_block<3, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
+    case 2: return basis_block<2, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
+    default: return basis_block<1, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
+  }
+}
+#endif
+
+inline void basis_product(const double* __restrict bt, int64_t ldb, int64_t rows, const double* __restrict in,
+                          int64_t half, int64_t stride, double* __restrict out) {
+#ifdef __AVX2__
+  // blocks of 6 bins x 8 bands: 12 accumulators, 2 loads and 6 broadcasts per 12 FMAs
+  for (int64_t b0 = 0; b0 < stride; b0 += 8) {
+    const bool eight = b0 + 8 <= stride;
+    for (int64_t k0 = 0; k0 < rows; k0 += 6) {
+      const int64_t kb = std::min<int64_t>(6, rows - k0);
+      if (eight) {
+        basis_rows<2>(bt, ldb, k0, kb, in + b0, half, stride, out + b0);
+      } else {
+        basis_rows<1>(bt, ldb, k0, kb, in + b0, half, stride, out + b0);
+      }
+    }
+  }
+#else
+  for (int64_t k = 0; k < rows; ++k) {
+    double* __restrict o = out + k * stride;
+    for (int64_t b = 0; b < stride; ++b) o[b] = 0.0;
+    for (int64_t n = 0; n < half; ++n) {
+      const double c = bt[n * ldb + k];
+      const double* __restrict v = in + n * stride;
+      for (int64_t b = 0; b < stride; ++b) o[b] += c * v[b];
+    }
+  }
+#endif
+}
+
+// The sink of one work item: takes the filters' tiles (one chunk each), writes CF and CM of its
+// bands (rows of `frames` values, `frames` apart).
+class CentroidSink {
+ public:
+  CentroidSink(const CentroidSpec& spec, int64_t nout, double* cf, double* cm)
+      : s_(spec), nout_(nout), stride_((nout + 3) / 4 * 4), cf_(cf), cm_(cm) {
+    const int64_t st = stride_, h = s_.half, kc = s_.kc;
+    const int64_t sizes[] = {h * st, h * st, kc * st, (kc - 1) * st, 2 * kc * st, 2 * kc * st};
+    int64_t total = 0;
+    for (int64_t v : sizes) total += v + 4;
+    buf_.assign(total + 4, 0.0);
+    double* p = buf_.data();
+    while (reinterpret_cast<uintptr_t>(p) % 32) ++p;
+    double** dst[] = {&e_, &o_, &p_, &q_, &xa_, &xb_};
+    for (int i = 0; i < 6; ++i) {
+      *dst[i] = p;
+      p += (sizes[i] + 3) / 4 * 4;
+    }
+  }
+
+  void operator()(const double* tile, int64_t stride, int64_t steps, int64_t t0) {
+    // the caller runs the filters over whole chunks only, one chunk per tile (stride == stride_, steps == hop)
+    const int64_t chunk = t0 / s_.hop, h = s_.half, hop = s_.hop, st = stride_, kc = s_.kc;
+    // rectify and fold about the chunk's centre
+    for (int64_t n = 0; n < h; ++n) {
+      const double* __restrict a = tile + n * st;
+      const double* __restrict z = tile + (hop - 1 - n) * st;
+      double* __restrict e = e_ + n * st;
+      double* __restrict o = o_ + n * st;
+      for (int64_t b = 0; b < st; ++b) {
+        const double u = std::fabs(a[b]), v = std::fabs(z[b]);
+        e[b] = u + v;
+        o[b] = u - v;
+      }
+    }
+    basis_product(s_.cos_t, kc, kc, e_, h, st, p_);          // real parts about the centre, k = 0 .. K
+    basis_product(s_.sin_t, kc - 1, kc - 1, o_, h, st, q_);  // imaginary parts, k = 1 .. K
+    double* __restrict xr = xb_;  // this chunk's X[k]: kc rows of re, then kc rows of im
+    double* __restrict xi = xb_ + kc * st;
+    for (int64_t k = 0; k < kc; ++k) {
+      const double rr = s_.rot[2 * k], ri = s_.rot[2 * k + 1];
+      const double* __restrict pk = p_ + k * st;
+      double* __restrict xrk = xr + k * st;
+      double* __restrict xik = xi + k * st;
+      if (k == 0) {
+        for (int64_t b = 0; b < st; ++b) {
+          xrk[b] = rr * pk[b];
+          xik[b] = ri * pk[b];
+        }
+      } else {
+        const double* __restrict qk = q_ + (k - 1) * st;
+        for (int64_t b = 0; b < st; ++b) {
+          xrk[b] = rr * pk[b] - ri * qk[b];
+          xik[b] = rr * qk[b] + ri * pk[b];
+        }
+      }
+    }
+    if (chunk >= 1) frame(chunk - 1);
+    std::swap(xa_, xb_);
+  }
+
+ private:
+  // Frame j from chunks j (xa_) and j + 1 (xb_); its rectangular DFT goes to p_ (re) and e_ (im):
+  // F[k] = Xa[k] + (-1)^k Xb[k], then the window, |W[k]| and the sums of eq. 6/7.
+  void frame(int64_t j) {
+    const int64_t st = stride_, kc = s_.kc, K = s_.nbins;
+    double* __restrict fr = p_;  // kc * st
+    double* __restrict fi = e_;  // half * st >= kc * st (checked by the caller)
+    const double* __restrict ar = xa_;
+    const double* __restrict ai = xa_ + kc * st;
+    const double* __restrict br = xb_;
+    const double* __restrict bi = xb_ + kc * st;
+    for (int64_t k = 0; k < kc; ++k) {
+      const double sgn = (k % 2) ? -1.0 : 1.0;
+      for (int64_t b = 0; b < st; ++b) {
+        fr[k * st + b] = ar[k * st + b] + sgn * br[k * st + b];
+        fi[k * st + b] = ai[k * st + b] + sgn * bi[k * st + b];
+      }
+    }
+    const double a0 = s_.a0, a1 = s_.a1;
+    const int64_t fr_count = s_.frames;
+#ifdef __AVX2__
+    const __m256d va0 = _mm256_set1_pd(a0), va1 = _mm256_set1_pd(a1);
+    for (int64_t b = 0; b < st; b += 4) {
+      __m256d ws = _mm256_setzero_pd(), ds = _mm256_setzero_pd();
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t lo = k == 0 ? 1 : k - 1;
+        const __m256d lr = _mm256_load_pd(fr + lo * st + b);
+        __m256d li = _mm256_load_pd(fi + lo * st + b);
+        if (k == 0) li = _mm256_sub_pd(_mm256_setzero_pd(), li);  // F[-1] = conj(F[1])
+        const __m256d ur = _mm256_load_pd(fr + (k + 1) * st + b), ui = _mm256_load_pd(fi + (k + 1) * st + b);
+        const __m256d wr = _mm256_sub_pd(_mm256_mul_pd(va0, _mm256_load_pd(fr + k * st + b)),
+                                         _mm256_mul_pd(va1, _mm256_add_pd(lr, ur)));
+        const __m256d wi = _mm256_sub_pd(_mm256_mul_pd(va0, _mm256_load_pd(fi + k * st + b)),
+                                         _mm256_mul_pd(va1, _mm256_add_pd(li, ui)));
+        const __m256d mag = _mm256_sqrt_pd(_mm256_add_pd(_mm256_mul_pd(wr, wr), _mm256_mul_pd(wi, wi)));
+        ws = _mm256_add_pd(ws, _mm256_mul_pd(_mm256_set1_pd(s_.freqs[k]), mag));
+        if (k > 0 || s_.include_dc) ds = _mm256_add_pd(ds, mag);
+      }
+      alignas(32) double wsum[4], dsum[4];
+      _mm256_store_pd(wsum, ws);
+      _mm256_store_pd(dsum, ds);
+      for (int64_t i = 0; i < 4 && b + i < nout_; ++i) finish(b + i, j, wsum[i], dsum[i], fr_count);
+    }
+#else
+    for (int64_t b = 0; b < nout_; ++b) {
+      double ws = 0.0, ds = 0.0;
+      for (int64_t k = 0; k < K; ++k) {
+        const int64_t lo = k == 0 ? 1 : k - 1;
+        const double li = k == 0 ? -fi[lo * st + b] : fi[lo * st + b];
+        const double wr = a0 * fr[k * st + b] - a1 * (fr[lo * st + b] + fr[(k + 1) * st + b]);
+        const double wi = a0 * fi[k * st + b] - a1 * (li + fi[(k + 1) * st + b]);
+        const double mag = std::sqrt(wr * wr + wi * wi);
+        ws += s_.freqs[k] * mag;
+        if (k > 0 || s_.include_dc) ds += mag;
+      }
+      finish(b, j, ws, ds, fr_count);
+    }
+#endif
+  }
+
+  void finish(int64_t b, int64_t j, double ws, double ds, int64_t frames) {
+    cf_[b * frames + j] = ds > s_.eps ? ws / ds : 0.0;
+    cm_[b * frames + j] = ws / s_.freq_sum;
+  }
+
+  const CentroidSpec& s_;
+  int64_t nout_, stride_;
+  double* cf_;
+  double* cm_;
+  std::vector<double> buf_;
+  double *e_ = nullptr, *o_ = nullptr, *p_ = nullptr, *q_ = nullptr, *xa_ = nullptr, *xb_ = nullptr;
+};
+
+// x (batch, time) float64; a1 .. top: as sd_filterbank_cpu; cos_t (hop/2, K+1), sin_t (hop/2, K),
+// rot (K+1, 2), freqs (K,): see CentroidSpec; cf, cm (batch, filters, frames), written in full:
+// frames of 2 hop samples every hop (frames + 1 whole chunks must fit in x). The rectified band
+// signals are never stored.
+void sd_centroids_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torch::Tensor gain, torch::Tensor inner,
+                      torch::Tensor top, torch::Tensor cos_t, torch::Tensor sin_t, torch::Tensor rot,
+                      torch::Tensor freqs, double a0_window, double a1_window, bool include_dc, double eps,
+                      int64_t group, int64_t num_threads, torch::Tensor cf, torch::Tensor cm) {
+  TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu() && x.scalar_type() == torch::kFloat64,
+              "x must be a contiguous CPU float64 (batch, time) tensor");
+  for (const auto& t : {a1, a2, gain, inner, top, cos_t, sin_t, rot, freqs, cf, cm}) {
+    TORCH_CHECK(t.is_contiguous() && t.device().is_cpu() && t.scalar_type() == torch::kFloat64,
+                "coefficients, bases and outputs must be contiguous CPU float64 tensors");
+  }
+  const int64_t bsz = x.size(0), n = x.size(1), nfilt = a1.size(0), w = inner.size(0);
+  TORCH_CHECK(a2.size(0) == nfilt && gain.size(0) == nfilt, "a1, a2 and gain must have one value per filter");
+  TORCH_CHECK(w >= 1 && w <= nfilt, "inner must have 1 to num_filters weights");
+  TORCH_CHECK(top.dim() == 2 && top.size(0) == w - 1 && top.size(1) == w, "top must have shape (k, k + 1)");
+  TORCH_CHECK(cos_t.dim() == 2 && cos_t.size(1) >= 2, "cos_t must have shape (hop / 2, bins + 1)");
+  const int64_t half = cos_t.size(0), kc = cos_t.size(1), frames = cf.size(2);
+  TORCH_CHECK(sin_t.dim() == 2 && sin_t.size(0) == half && sin_t.size(1) == kc - 1, "sin_t must have shape (hop / 2, bins)");
+  TORCH_CHECK(rot.dim() == 2 && rot.size(0) == kc && rot.size(1) == 2, "rot must have shape (bins + 1, 2)");
+  TORCH_CHECK(freqs.dim() == 1 && freqs.size(0) == kc - 1, "freqs must have one value per bin");
+  TORCH_CHECK(kc <= half, "the DFT reaches at most hop / 2 bins");
+  for (const auto& t : {cf, cm}) {
+    TORCH_CHECK(t.dim() == 3 && t.size(0) == bsz && t.size(1) == nfilt && t.size(2) == frames,
+                "cf and cm must have shape (batch, filters, frames)");
+  }
+  TORCH_CHECK(frames >= 1 && (frames + 1) * 2 * half <= n, "frames + 1 chunks of hop samples must fit in x");
+  double freq_sum = 0.0;
+  const double* fp = freqs.data_ptr<double>();
+  for (int64_t k = 0; k < kc - 1; ++k) freq_sum += fp[k];
+  const CentroidSpec spec{2 * half, half, kc, kc - 1, frames, cos_t.data_ptr<double>(), sin_t.data_ptr<double>(),
+                          rot.data_ptr<double>(), fp, freq_sum, a0_window, a1_window, eps, include_dc};
+  group = std::max<int64_t>(1, std::min(group, nfilt));
+  const int64_t ngroups = (nfilt + group - 1) / group;
+  const int64_t threads = std::max<int64_t>(1, std::min(num_threads, bsz * ngroups));
+  const double *xp = x.data_ptr<double>(), *a1p = a1.data_ptr<double>(), *a2p = a2.data_ptr<double>();
+  const double *gp = gain.data_ptr<double>(), *ip = inner.data_ptr<double>(), *tp = top.data_ptr<double>();
+  double *cfp = cf.data_ptr<double>(), *cmp = cm.data_ptr<double>();
+  const int64_t used = (frames + 1) * spec.hop;  // the samples the frames reach
+  parallel_items(bsz * ngroups, threads, [&](int64_t item) {
+    const int64_t b = item / ngroups, lo = (item % ngroups) * group, hi = std::min(nfilt, lo + group);
+    const int64_t off = (b * nfilt + lo) * frames;
+    CentroidSink sink(spec, hi - lo, cfp + off, cmp + off);
+    run_item<double>(w, xp + b * n, used, a1p, a2p, gp, nfilt, ip, tp, lo, hi, spec.hop, sink);
+  });
+}
+
 }  // namespace
 
 PYBIND11_MODULE(TORCH_EXTENSION_NAME, m) {
   m.def("sd_filterbank_cpu", &sd_filterbank_cpu, "Spatially differentiated IIR filterbank (CPU)",
+        py::call_guard<py::gil_scoped_release>());
+  m.def("sd_centroids_cpu", &sd_centroids_cpu,
+        "The filterbank fused with the replay front-end's envelope spectra: CF and CM per band and frame (CPU, float64)",
         py::call_guard<py::gil_scoped_release>());
 }

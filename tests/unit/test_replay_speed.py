@@ -155,3 +155,89 @@ def test_cuda_input_gives_the_cpu_outputs():
     for feature in ("cf", "cm", "cf_cm"):
         fe = SDFBFeatures(feature=feature)
         _assert_same(fe(torch.from_numpy(x).cuda()), _old_features(fe, x))
+
+
+# --- the compiled path fused behind the filters (issue 17) against the torch path ----------------
+
+def _require_kernel():
+    from audioexp.features.sd_filterbank import compiled_kernel_error
+
+    why = compiled_kernel_error()
+    if why is not None:
+        pytest.skip(f"the compiled kernel cannot be built here ({why})")
+
+
+@pytest.mark.parametrize("k", [0, 3, 6])
+def test_fused_kernel_equals_filterbank_then_torch_centroids(k):
+    from audioexp.features.sd_filterbank import sd_filterbank, sd_filterbank_centroids
+
+    _require_kernel()
+    rng = np.random.default_rng(k)
+    # one frame exactly, lengths that are no whole number of hops, a tail of 159 samples, 1 s + 37
+    for n in (320, 321, 479, 480, 481, 1601, 16037):
+        x = torch.from_numpy(rng.standard_normal((2, n)) * (1.0 + np.sin(np.arange(n) / 300.0)))
+        for include_dc in (False, True):
+            cf, cm = sd_filterbank_centroids(x, num_differentiations=k, include_dc=include_dc, num_threads=1)
+            bands = sd_filterbank(x, num_differentiations=k, implementation="compiled")
+            cf_ref, cm_ref = spectral_envelope_centroids(bands, include_dc=include_dc)
+            assert cf.shape == cf_ref.shape == (2, 80, 1 + (n - 320) // 160) and cf.dtype == torch.float64
+            torch.testing.assert_close(cf, cf_ref, rtol=1e-9, atol=1e-9)
+            torch.testing.assert_close(cm, cm_ref, rtol=1e-9, atol=1e-9)
+    # threads share utterances and groups of bands: the same numbers, bit for bit
+    x = torch.from_numpy(rng.standard_normal(4000))
+    one = sd_filterbank_centroids(x, num_differentiations=k, num_threads=1)
+    for threads in (2, 3):
+        assert all(torch.equal(a, b) for a, b in zip(one, sd_filterbank_centroids(x, num_differentiations=k,
+                                                                                    num_threads=threads)))
+
+
+def test_fused_kernel_other_designs_and_bins():
+    from audioexp.features.sd_filterbank import sd_filterbank, sd_filterbank_centroids
+
+    _require_kernel()
+    x = torch.from_numpy(_signal(0.77, 11)).reshape(1, -1)
+    for design, num_bins in ((dict(num_filters=40, unit_center_gain=True), 11), (dict(sample_rate=8000), 9),
+                             (dict(num_differentiations=9, center_grid="inner"), 39)):
+        hop = design.get("sample_rate", SR) // 100
+        cf, cm = sd_filterbank_centroids(x, hop=hop, num_bins=num_bins, **design)
+        f_max = (num_bins - 1) * design.get("sample_rate", SR) / (2 * hop)
+        cf_ref, cm_ref = spectral_envelope_centroids(sd_filterbank(x, **design), sample_rate=design.get("sample_rate", SR),
+                                                     n_fft=2 * hop, f_max=f_max)
+        torch.testing.assert_close(cf, cf_ref, rtol=1e-9, atol=1e-9)
+        torch.testing.assert_close(cm, cm_ref, rtol=1e-9, atol=1e-9)
+    with pytest.raises(ValueError, match="shorter than one frame"):
+        sd_filterbank_centroids(x[:, :319])
+    with pytest.raises(ValueError, match="hop must be even"):
+        sd_filterbank_centroids(x, hop=161)
+    with pytest.raises(ValueError, match="hop must be even"):
+        sd_filterbank_centroids(x, num_bins=80)
+
+
+@pytest.mark.parametrize("seconds", [0.02, 0.0213, 0.031, 1.01, 2.5])
+def test_features_on_the_fused_path_equal_the_torch_path(seconds, monkeypatch, caplog):
+    import audioexp.features.replay as replay_mod
+    import audioexp.utils.logging as logging_utils
+
+    _require_kernel()
+    x = _signal(seconds, 13)
+    settings = [dict(num_differentiations=6), dict(num_differentiations=0, include_dc=True),
+                dict(num_differentiations=4, f_max=500.0, num_cepstra=13, unit_center_gain=True)]
+    fused = {(i, f): SDFBFeatures(feature=f, **s)(x) for i, s in enumerate(settings) for f in ("cf", "cm", "cf_cm")}
+    monkeypatch.setattr(replay_mod, "compiled_kernel_error", lambda: "RuntimeError: g++ not found")
+    monkeypatch.setattr(logging_utils, "_said", set())
+    with caplog.at_level("WARNING", logger="audioexp.features.replay"):
+        for (i, f), ours in fused.items():
+            fe = SDFBFeatures(feature=f, **settings[i])
+            _assert_same(ours, fe(x))
+            _assert_same(ours, _old_features(fe, x))
+    warnings = [r for r in caplog.records if "could not be built" in r.getMessage()]
+    assert len(warnings) == 1 and "g++ not found" in warnings[0].getMessage()
+
+
+def test_a_clip_shorter_than_a_frame_is_refused_on_every_path(monkeypatch):
+    import audioexp.features.replay as replay_mod
+
+    for error in (None, "RuntimeError: g++ not found"):
+        monkeypatch.setattr(replay_mod, "compiled_kernel_error", lambda: error)
+        with pytest.raises(ValueError, match="shorter than one"):
+            SDFBFeatures()(_signal(0.019, 1))
