@@ -136,7 +136,7 @@ def imagenet_hub_cache(tmp_path, monkeypatch):
 LONG_MODULES = ("test_readme.py", "test_resume_killed.py", "test_ddp.py", "test_resume.py", "test_requeue.py",
                 "test_predict.py", "test_asvspoof.py", "test_experiments.py", "test_export_speaker.py",
                 "test_replay_predict.py", "test_voxceleb.py", "test_iemocap_chain.py", "test_probe_predict.py",
-                "test_multinode.py")
+                "test_multinode.py", "test_shards.py")
 
 
 def pytest_collection_modifyitems(config, items):

@@ -142,3 +142,43 @@ def test_training_reads_only_the_shards(tmp_path, fm_corpus):
     run(cfg)
     metrics = json.loads((tmp_path / "train" / "metrics.json").read_text())
     assert metrics["test/skipped_files"] == 0 and 0 <= metrics["test/acc"] <= 1
+
+
+def _rank_epoch(rank: int, world: int, init: str, data: dict, out: str) -> None:
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=init, rank=rank, world_size=world)
+    try:
+        torch.manual_seed(5)
+        dm = hydra.utils.instantiate(data)
+        dm.setup("fit")
+        loader = dm.train_dataloader()
+        epochs = []
+        for epoch in range(2):
+            loader.sampler.set_epoch(epoch)
+            epochs.append([b["index"].tolist() for b in loader])
+        with open(f"{out}.{rank}", "w") as f:
+            json.dump({"epochs": epochs, "sampler": type(loader.sampler).__name__}, f)
+    finally:
+        dist.destroy_process_group()
+
+
+def test_two_ddp_ranks_read_each_item_once_per_epoch(tmp_path, fm_corpus):
+    """Two processes in a gloo process group (as under trainer=ddp_cpu): the ranks find their
+    share from torch.distributed, read disjoint items that cover the split every epoch, in
+    the same number of batches (no rank waits on another's extra batch)."""
+    from omegaconf import OmegaConf
+
+    cfg, shards, _ = _write(tmp_path, "fm_broadcast_mini", fm_corpus, ["data.shards.chunk_bytes=400KB"])
+    data = OmegaConf.to_container(cfg.data, resolve=True)
+    data.update(format="shards", batch_size=3, num_workers=0, prepare=None)
+    out = str(tmp_path / "seen")
+    torch.multiprocessing.spawn(_rank_epoch, args=(2, f"file://{tmp_path / 'store'}", data, out), nprocs=2)
+    ranks = [json.loads(open(f"{out}.{r}").read()) for r in range(2)]
+    assert {r["sampler"] for r in ranks} == {"ChunkBatchSampler"}
+    train = sorted(_datamodule(cfg.copy()).split_dataset("train").indices.tolist())
+    for epoch in range(2):
+        seen = [i for r in ranks for batch in r["epochs"][epoch] for i in batch]
+        assert sorted(seen) == train  # no duplicates, no gaps
+        assert len(ranks[0]["epochs"][epoch]) == len(ranks[1]["epochs"][epoch])
+    assert ranks[0]["epochs"][0] != ranks[0]["epochs"][1]  # reshuffled per epoch
