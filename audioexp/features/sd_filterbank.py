@@ -730,21 +730,27 @@ def compiled_kernel_error() -> str | None:
 
 
 @functools.lru_cache(maxsize=16)
-def _chunk_dft_bases(hop: int, n_fft: int, num_bins: int) -> tuple[torch.Tensor, ...]:
-    """The bases of :func:`sd_filterbank_centroids`'s chunk DFT, as float64 tensors (cached).
+def _chunk_dft_bases(hop: int, n_fft: int, num_bins: int) -> tuple[list[torch.Tensor], torch.Tensor]:
+    """The bases of :func:`sd_filterbank_centroids`' chunk DFT, float64 tensors (cached).
 
     Bins ``k = 0 .. num_bins`` (one above the last used: the window's convolution reaches it) of
-    the ``n_fft``-point DFT of a ``hop``-long chunk, about its centre ``m = (hop - 1) / 2``: with
-    ``a_n = 2 pi (m - n) / n_fft``, ``cos_t[n, k] = cos(k a_n)``, ``sin_t[n, k - 1] = sin(k a_n)``
-    (``n < hop / 2``), and ``rot[k] = exp(-2 pi i m k / n_fft)`` (re, im).
+    the ``n_fft``-point DFT of a ``hop``-long chunk about its centre ``m = (hop - 1) / 2``, with
+    ``a_n = 2 pi (m - n) / n_fft`` (``n < hop / 2``): ``[cos(k a_n), sin(k a_n)]`` of the odd ``k``
+    (``hop / 2`` rows), then, ``n < hop / 4`` (``a_{hop/2-1-n} = pi/2 - a_n`` folds the even bins
+    once more), ``cos(k a_n)`` of ``k = 0 mod 4``, of ``k = 2 mod 4``, ``sin(k a_n)`` of ``k = 4, 8,
+    ...``, of ``k = 2 mod 4`` (rows n, columns k); and ``rot[k] = exp(-2 pi i m k / n_fft)`` (re, im).
     """
     half, mid = hop // 2, (hop - 1) / 2
     a = 2.0 * np.pi * (mid - np.arange(half)) / n_fft
     k = np.arange(num_bins + 1)
+    odd, k0, k2 = k[1::2], k[0::4], k[2::4]
+    q = a[: half // 2, None]
+    bases = [np.cos(a[:, None] * odd), np.sin(a[:, None] * odd), np.cos(q * k0), np.cos(q * k2), np.sin(q * k0[1:]),
+             np.sin(q * k2)]
     phase = 2.0 * np.pi * mid * k / n_fft
-    bases = (np.cos(a[:, None] * k[None, :]), np.sin(a[:, None] * k[None, 1:]),
-             np.stack([np.cos(phase), -np.sin(phase)], axis=1))
-    return tuple(torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64)) for b in bases)
+    rot = np.stack([np.cos(phase), -np.sin(phase)], axis=1)
+    as_tensor = lambda b: torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64))  # noqa: E731
+    return [as_tensor(b) for b in bases], as_tensor(rot)
 
 
 def sd_filterbank_centroids(
@@ -757,8 +763,9 @@ def sd_filterbank_centroids(
 
     The band signals of :func:`sd_filterbank` (same design arguments) are not returned: right
     after the filters produce ``hop`` samples of every band, the kernel rectifies them and takes
-    the DFT of that chunk (bins ``0 .. num_bins``, about its centre, the pairs of samples
-    symmetric about it folded first: half the products); each frame of two chunks (a periodic
+    the DFT of that chunk (bins ``0 .. num_bins``, about its centre: the pairs of samples
+    symmetric about it folded first, half the products, and the even bins folded once more);
+    each frame of two chunks (a periodic
     Hamming window, a DFT as long as the frame, frames ``1 + (time - 2 hop) // hop``) adds its
     chunks' spectra and applies the window as its three-bin convolution, then eq. 6/7 give CF and
     CM over bins ``0 .. num_bins - 1`` (:func:`audioexp.features.replay.spectral_envelope_centroids`
@@ -769,7 +776,8 @@ def sd_filterbank_centroids(
     ----------
     waveform : Tensor, shape (batch, time) or (time,), on the CPU
     hop : int
-        Samples per hop (even); frames and the DFT are ``2 hop`` long (the paper: 160 at 16 kHz).
+        Samples per hop (a multiple of 4); frames and the DFT are ``2 hop`` long (the paper: 160 at
+        16 kHz).
     num_bins : int
         DFT bins used by eq. 6/7 (the paper: 20, up to 950 Hz); at most ``hop / 2 - 1``.
     include_dc, eps
@@ -786,8 +794,9 @@ def sd_filterbank_centroids(
     if x.dim() != 2 or x.device.type != "cpu":
         raise ValueError(f"waveform must be a CPU tensor of shape (batch, time) or (time,), got "
                          f"{tuple(waveform.shape)} on {waveform.device}")
-    if hop < 2 or hop % 2 or not 1 <= num_bins <= hop // 2 - 1:
-        raise ValueError(f"hop must be even and num_bins in [1, hop / 2 - 1], got hop={hop}, num_bins={num_bins}")
+    if hop < 4 or hop % 4 or not 1 <= num_bins <= hop // 2 - 1:
+        raise ValueError(f"hop must be a multiple of 4 and num_bins in [1, hop / 2 - 1], got hop={hop}, "
+                         f"num_bins={num_bins}")
     if x.shape[-1] < 2 * hop:
         raise ValueError(f"signal of {x.shape[-1]} samples is shorter than one frame of {2 * hop} samples")
     if not torch.isfinite(x).all():
@@ -803,11 +812,11 @@ def sd_filterbank_centroids(
     frames = 1 + (n - 2 * hop) // hop
     cf = torch.empty(bsz, num_filters, frames, dtype=torch.float64)
     cm = torch.empty_like(cf)
-    cos_t, sin_t, rot = _chunk_dft_bases(int(hop), 2 * int(hop), int(num_bins))
+    bases, rot = _chunk_dft_bases(int(hop), 2 * int(hop), int(num_bins))
     freqs = torch.arange(num_bins, dtype=torch.float64) * (sample_rate / (2 * hop))
     threads = max(1, torch.get_num_threads() if num_threads is None else int(num_threads))
     groups = 1 if bsz >= threads else math.ceil(threads / bsz)
-    kernel.sd_centroids_cpu(x, *(coeffs[k] for k in ("a1", "a2", "gain", "inner", "top")), cos_t, sin_t, rot, freqs,
+    kernel.sd_centroids_cpu(x, *(coeffs[k] for k in ("a1", "a2", "gain", "inner", "top")), bases, rot, freqs,
                             0.54, 0.23, bool(include_dc), float(eps), math.ceil(num_filters / groups), threads, cf, cm)
     return (cf[0], cm[0]) if squeeze else (cf, cm)
 

@@ -265,25 +265,31 @@ void sd_filterbank_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torc
 // stored), and shared by its two frames: F[k] = X_j[k] + (-1)^k X_{j+1}[k]. Pairing sample n with
 // hop-1-n (about the chunk's centre m = (hop-1)/2) halves the products:
 //   X[k] = e^{-2 pi i m k / N} (sum_{n < hop/2} e_n cos(k a_n) + i sum_{n < hop/2} o_n sin(k a_n)),
-// e_n = |c_n| + |c_{hop-1-n}|, o_n = |c_n| - |c_{hop-1-n}|, a_n = 2 pi (m - n) / N: two small products
-// of (bins x hop/2) bases with (hop/2 x bands) blocks, register-blocked over bins and bands.
+// e_n = |c_n| + |c_{hop-1-n}|, o_n = |c_n| - |c_{hop-1-n}|, a_n = 2 pi (m - n) / N. Even bins fold once
+// more: a_{hop/2-1-n} = pi/2 - a_n, so for k = 2p, cos(k a) and sin(k a) at n and hop/2-1-n are equal
+// up to the sign (-1)^p: those bins need sums over hop/4 values of e_n +- e_{hop/2-1-n} and
+// o_n +- o_{hop/2-1-n} (0 mod 4: e+, o-; 2 mod 4: e-, o+). The sums are small products of
+// (bins x samples) bases with (samples x bands) blocks, register-blocked over bins and bands.
 
 struct CentroidSpec {
   int64_t hop, half, kc, nbins, frames;  // kc = K + 1 bins of the chunks' DFT (the window reaches bin K)
-  const double* cos_t;                   // (half, kc): cos(k a_n)
-  const double* sin_t;                   // (half, kc - 1): sin(k a_n), k = 1 .. K
+  // the bases, columns k of each class (see the comment above): cos(k a_n) and sin(k a_n) of odd k
+  // (half rows); cos of k = 0 mod 4, cos of k = 2 mod 4, sin of k = 4, 8, ..., sin of k = 2 mod 4
+  // (half / 2 rows)
+  const double *cos_odd, *sin_odd, *cos_0, *cos_2, *sin_0, *sin_2;
+  int64_t n_odd, n_c0, n_c2, n_s0;
   const double* rot;                     // (kc, 2): e^{-2 pi i m k / N}, re and im
   const double* freqs;                   // (K,): f_k in Hz
   double freq_sum, a0, a1, eps;
   bool include_dc;
 };
 
-// out[k * stride + b] = sum_{n < half} bt[n * ldb + k] * in[n * stride + b], k < rows, b < stride
-// (stride a multiple of 4).
+// out[k * ostride + b] = sum_{n < len} bt[n * ldb + k] * in[n * stride + b], k < rows, b < stride
+// (stride a multiple of 4; ostride: the output's row stride).
 #ifdef __AVX2__
 template <int KB, int NB>
 inline void basis_block(const double* __restrict bt, int64_t ldb, const double* __restrict in, int64_t half,
-                        int64_t stride, double* __restrict out) {
+                        int64_t stride, double* __restrict out, int64_t ostride) {
   __m256d acc[KB][NB];
   for (int kk = 0; kk < KB; ++kk)
     for (int j = 0; j < NB; ++j) acc[kk][j] = _mm256_setzero_pd();
@@ -297,25 +303,25 @@ inline void basis_block(const double* __restrict bt, int64_t ldb, const double* 
     }
   }
   for (int kk = 0; kk < KB; ++kk)
-    for (int j = 0; j < NB; ++j) _mm256_store_pd(out + kk * stride + 4 * j, acc[kk][j]);
+    for (int j = 0; j < NB; ++j) _mm256_store_pd(out + kk * ostride + 4 * j, acc[kk][j]);
 }
 
 template <int NB>
 inline void basis_rows(const double* bt, int64_t ldb, int64_t k0, int64_t kb, const double* in, int64_t half,
-                       int64_t stride, double* out) {
+                       int64_t stride, double* out, int64_t ostride) {
   switch (kb) {
-    case 6: return basis_block<6, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
-    case 5: return basis_block<5, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
-    case 4: return basis_block<4, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
-    case 3: return basis_block<3, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
-    case 2: return basis_block<2, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
-    default: return basis_block<1, NB>(bt + k0, ldb, in, half, stride, out + k0 * stride);
+    case 6: return basis_block<6, NB>(bt + k0, ldb, in, half, stride, out + k0 * ostride, ostride);
+    case 5: return basis_block<5, NB>(bt + k0, ldb, in, half, stride, out + k0 * ostride, ostride);
+    case 4: return basis_block<4, NB>(bt + k0, ldb, in, half, stride, out + k0 * ostride, ostride);
+    case 3: return basis_block<3, NB>(bt + k0, ldb, in, half, stride, out + k0 * ostride, ostride);
+    case 2: return basis_block<2, NB>(bt + k0, ldb, in, half, stride, out + k0 * ostride, ostride);
+    default: return basis_block<1, NB>(bt + k0, ldb, in, half, stride, out + k0 * ostride, ostride);
   }
 }
 #endif
 
 inline void basis_product(const double* __restrict bt, int64_t ldb, int64_t rows, const double* __restrict in,
-                          int64_t half, int64_t stride, double* __restrict out) {
+                          int64_t half, int64_t stride, double* __restrict out, int64_t ostride) {
 #ifdef __AVX2__
   // blocks of 6 bins x 8 bands: 12 accumulators, 2 loads and 6 broadcasts per 12 FMAs
   for (int64_t b0 = 0; b0 < stride; b0 += 8) {
@@ -323,15 +329,15 @@ inline void basis_product(const double* __restrict bt, int64_t ldb, int64_t rows
     for (int64_t k0 = 0; k0 < rows; k0 += 6) {
       const int64_t kb = std::min<int64_t>(6, rows - k0);
       if (eight) {
-        basis_rows<2>(bt, ldb, k0, kb, in + b0, half, stride, out + b0);
+        basis_rows<2>(bt, ldb, k0, kb, in + b0, half, stride, out + b0, ostride);
       } else {
-        basis_rows<1>(bt, ldb, k0, kb, in + b0, half, stride, out + b0);
+        basis_rows<1>(bt, ldb, k0, kb, in + b0, half, stride, out + b0, ostride);
       }
     }
   }
 #else
   for (int64_t k = 0; k < rows; ++k) {
-    double* __restrict o = out + k * stride;
+    double* __restrict o = out + k * ostride;
     for (int64_t b = 0; b < stride; ++b) o[b] = 0.0;
     for (int64_t n = 0; n < half; ++n) {
       const double c = bt[n * ldb + k];
@@ -349,14 +355,15 @@ class CentroidSink {
   CentroidSink(const CentroidSpec& spec, int64_t nout, double* cf, double* cm)
       : s_(spec), nout_(nout), stride_((nout + 3) / 4 * 4), cf_(cf), cm_(cm) {
     const int64_t st = stride_, h = s_.half, kc = s_.kc;
-    const int64_t sizes[] = {h * st, h * st, kc * st, (kc - 1) * st, 2 * kc * st, 2 * kc * st};
+    const int64_t q = h / 2 * st;
+    const int64_t sizes[] = {h * st, h * st, kc * st, (kc - 1) * st, 2 * kc * st, 2 * kc * st, q, q, q, q};
     int64_t total = 0;
     for (int64_t v : sizes) total += v + 4;
     buf_.assign(total + 4, 0.0);
     double* p = buf_.data();
     while (reinterpret_cast<uintptr_t>(p) % 32) ++p;
-    double** dst[] = {&e_, &o_, &p_, &q_, &xa_, &xb_};
-    for (int i = 0; i < 6; ++i) {
+    double** dst[] = {&e_, &o_, &p_, &q_, &xa_, &xb_, &ep_, &em_, &op_, &om_};
+    for (int i = 0; i < 10; ++i) {
       *dst[i] = p;
       p += (sizes[i] + 3) / 4 * 4;
     }
@@ -377,8 +384,30 @@ class CentroidSink {
         o[b] = u - v;
       }
     }
-    basis_product(s_.cos_t, kc, kc, e_, h, st, p_);          // real parts about the centre, k = 0 .. K
-    basis_product(s_.sin_t, kc - 1, kc - 1, o_, h, st, q_);  // imaginary parts, k = 1 .. K
+    const int64_t qh = h / 2;  // fold again about the half's centre (the even bins)
+    for (int64_t n = 0; n < qh; ++n) {
+      const double* __restrict e0 = e_ + n * st;
+      const double* __restrict e1 = e_ + (h - 1 - n) * st;
+      const double* __restrict o0 = o_ + n * st;
+      const double* __restrict o1 = o_ + (h - 1 - n) * st;
+      double* __restrict epn = ep_ + n * st;
+      double* __restrict emn = em_ + n * st;
+      double* __restrict opn = op_ + n * st;
+      double* __restrict omn = om_ + n * st;
+      for (int64_t b = 0; b < st; ++b) {
+        epn[b] = e0[b] + e1[b];
+        emn[b] = e0[b] - e1[b];
+        opn[b] = o0[b] + o1[b];
+        omn[b] = o0[b] - o1[b];
+      }
+    }
+    // real parts about the centre (P, rows k = 0 .. K) and imaginary parts (Q, rows k - 1 = 0 .. K - 1)
+    basis_product(s_.cos_odd, s_.n_odd, s_.n_odd, e_, h, st, p_ + st, 2 * st);    // odd k
+    basis_product(s_.sin_odd, s_.n_odd, s_.n_odd, o_, h, st, q_, 2 * st);
+    basis_product(s_.cos_0, s_.n_c0, s_.n_c0, ep_, qh, st, p_, 4 * st);           // k = 0, 4, 8, ...
+    basis_product(s_.cos_2, s_.n_c2, s_.n_c2, em_, qh, st, p_ + 2 * st, 4 * st);  // k = 2, 6, 10, ...
+    if (s_.n_s0) basis_product(s_.sin_0, s_.n_s0, s_.n_s0, om_, qh, st, q_ + 3 * st, 4 * st);  // k = 4, 8, ...
+    basis_product(s_.sin_2, s_.n_c2, s_.n_c2, op_, qh, st, q_ + st, 4 * st);      // k = 2, 6, 10, ...
     double* __restrict xr = xb_;  // this chunk's X[k]: kc rows of re, then kc rows of im
     double* __restrict xi = xb_ + kc * st;
     for (int64_t k = 0; k < kc; ++k) {
@@ -474,19 +503,24 @@ class CentroidSink {
   double* cm_;
   std::vector<double> buf_;
   double *e_ = nullptr, *o_ = nullptr, *p_ = nullptr, *q_ = nullptr, *xa_ = nullptr, *xb_ = nullptr;
+  double *ep_ = nullptr, *em_ = nullptr, *op_ = nullptr, *om_ = nullptr;
 };
 
-// x (batch, time) float64; a1 .. top: as sd_filterbank_cpu; cos_t (hop/2, K+1), sin_t (hop/2, K),
-// rot (K+1, 2), freqs (K,): see CentroidSpec; cf, cm (batch, filters, frames), written in full:
-// frames of 2 hop samples every hop (frames + 1 whole chunks must fit in x). The rectified band
-// signals are never stored.
+// x (batch, time) float64; a1 .. top: as sd_filterbank_cpu; bases: [cos_odd (hop/2, K1), sin_odd
+// (hop/2, K1), cos_0 (hop/4, K0), cos_2 (hop/4, K2), sin_0 (hop/4, K0 - 1), sin_2 (hop/4, K2)] (see
+// CentroidSpec; bins 0 .. K: K1 = (K + 1) / 2 odd ones, K0 = K / 4 + 1 of 0 mod 4, K2 = (K + 2) / 4
+// of 2 mod 4); rot (K + 1, 2), freqs (K,): see CentroidSpec; cf, cm (batch, filters, frames),
+// written in full: frames of 2 hop samples every hop (frames + 1 whole chunks must fit in x).
+// The rectified band signals are never stored.
 void sd_centroids_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torch::Tensor gain, torch::Tensor inner,
-                      torch::Tensor top, torch::Tensor cos_t, torch::Tensor sin_t, torch::Tensor rot,
-                      torch::Tensor freqs, double a0_window, double a1_window, bool include_dc, double eps,
-                      int64_t group, int64_t num_threads, torch::Tensor cf, torch::Tensor cm) {
+                      torch::Tensor top, std::vector<torch::Tensor> bases, torch::Tensor rot, torch::Tensor freqs,
+                      double a0_window, double a1_window, bool include_dc, double eps, int64_t group,
+                      int64_t num_threads, torch::Tensor cf, torch::Tensor cm) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu() && x.scalar_type() == torch::kFloat64,
               "x must be a contiguous CPU float64 (batch, time) tensor");
-  for (const auto& t : {a1, a2, gain, inner, top, cos_t, sin_t, rot, freqs, cf, cm}) {
+  TORCH_CHECK(bases.size() == 6, "bases must be [cos_odd, sin_odd, cos_0, cos_2, sin_0, sin_2]");
+  for (const auto& t : {a1, a2, gain, inner, top, rot, freqs, cf, cm, bases[0], bases[1], bases[2], bases[3],
+                        bases[4], bases[5]}) {
     TORCH_CHECK(t.is_contiguous() && t.device().is_cpu() && t.scalar_type() == torch::kFloat64,
                 "coefficients, bases and outputs must be contiguous CPU float64 tensors");
   }
@@ -494,12 +528,17 @@ void sd_centroids_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torch
   TORCH_CHECK(a2.size(0) == nfilt && gain.size(0) == nfilt, "a1, a2 and gain must have one value per filter");
   TORCH_CHECK(w >= 1 && w <= nfilt, "inner must have 1 to num_filters weights");
   TORCH_CHECK(top.dim() == 2 && top.size(0) == w - 1 && top.size(1) == w, "top must have shape (k, k + 1)");
-  TORCH_CHECK(cos_t.dim() == 2 && cos_t.size(1) >= 2, "cos_t must have shape (hop / 2, bins + 1)");
-  const int64_t half = cos_t.size(0), kc = cos_t.size(1), frames = cf.size(2);
-  TORCH_CHECK(sin_t.dim() == 2 && sin_t.size(0) == half && sin_t.size(1) == kc - 1, "sin_t must have shape (hop / 2, bins)");
-  TORCH_CHECK(rot.dim() == 2 && rot.size(0) == kc && rot.size(1) == 2, "rot must have shape (bins + 1, 2)");
+  TORCH_CHECK(rot.dim() == 2 && rot.size(0) >= 2 && rot.size(1) == 2, "rot must have shape (bins + 1, 2)");
+  const int64_t kc = rot.size(0), half = bases[0].size(0), frames = cf.size(2);
+  const int64_t n_odd = kc / 2, n_c0 = (kc - 1) / 4 + 1, n_c2 = (kc + 1) / 4, n_s0 = (kc - 1) / 4;
+  const int64_t rows[] = {half, half, half / 2, half / 2, half / 2, half / 2};
+  const int64_t cols[] = {n_odd, n_odd, n_c0, n_c2, n_s0, n_c2};
+  for (int i = 0; i < 6; ++i) {
+    TORCH_CHECK(bases[i].dim() == 2 && bases[i].size(0) == rows[i] && bases[i].size(1) == cols[i],
+                "bases[", i, "] must have shape (", rows[i], ", ", cols[i], ")");
+  }
+  TORCH_CHECK(half % 2 == 0 && kc <= half, "hop must be a multiple of 4, and the DFT reach at most hop / 2 bins");
   TORCH_CHECK(freqs.dim() == 1 && freqs.size(0) == kc - 1, "freqs must have one value per bin");
-  TORCH_CHECK(kc <= half, "the DFT reaches at most hop / 2 bins");
   for (const auto& t : {cf, cm}) {
     TORCH_CHECK(t.dim() == 3 && t.size(0) == bsz && t.size(1) == nfilt && t.size(2) == frames,
                 "cf and cm must have shape (batch, filters, frames)");
@@ -508,8 +547,10 @@ void sd_centroids_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torch
   double freq_sum = 0.0;
   const double* fp = freqs.data_ptr<double>();
   for (int64_t k = 0; k < kc - 1; ++k) freq_sum += fp[k];
-  const CentroidSpec spec{2 * half, half, kc, kc - 1, frames, cos_t.data_ptr<double>(), sin_t.data_ptr<double>(),
-                          rot.data_ptr<double>(), fp, freq_sum, a0_window, a1_window, eps, include_dc};
+  const CentroidSpec spec{2 * half, half, kc, kc - 1, frames, bases[0].data_ptr<double>(), bases[1].data_ptr<double>(),
+                          bases[2].data_ptr<double>(), bases[3].data_ptr<double>(), bases[4].data_ptr<double>(),
+                          bases[5].data_ptr<double>(), n_odd, n_c0, n_c2, n_s0, rot.data_ptr<double>(), fp,
+                          freq_sum, a0_window, a1_window, eps, include_dc};
   group = std::max<int64_t>(1, std::min(group, nfilt));
   const int64_t ngroups = (nfilt + group - 1) / group;
   const int64_t threads = std::max<int64_t>(1, std::min(num_threads, bsz * ngroups));
