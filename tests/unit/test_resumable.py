@@ -66,3 +66,15 @@ def test_seeded_items_draw_the_same_whatever_came_before():
     assert torch.equal(items[(1, 99)], a)
     assert torch.equal(torch.get_rng_state(), state)  # the global stream is untouched
     assert not torch.equal(items[(1, 98)], a)
+
+
+def test_item_stream_draws_as_manual_seed_and_restores_the_global_stream():
+    from audioexp.data.resumable import item_stream
+
+    torch.manual_seed(1234)
+    expected = torch.rand(5)
+    torch.manual_seed(0)
+    before = torch.get_rng_state()
+    with item_stream(1234):
+        got = torch.rand(5)
+    assert torch.equal(got, expected) and torch.equal(torch.get_rng_state(), before)
