@@ -83,7 +83,7 @@ class ReadmeCommand:
     def trains(self) -> bool:
         w = self.words
         return self.runs_audioexp and not any(a.startswith(("--cfg", "--help", "--info")) for a in w) and not any(
-            a in ("task=evaluate", "task=embed", "task=predict") for a in w)
+            a in ("task=evaluate", "task=embed", "task=predict", "task=shards") for a in w)
 
     def gpus_needed(self) -> int:
         args = dict(a.split("=", 1) for a in self.words if "=" in a and not a.startswith("-"))
