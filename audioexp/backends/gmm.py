@@ -1,8 +1,9 @@
 """Two-class GMM back-end of replay detection (genuine vs spoof), as in ASVspoof 2017.
 
 One diagonal-covariance GMM per class is trained by EM on all frames of that class
-(scikit-learn's ``GaussianMixture``: k-means initialisation, ``reg_covar`` added to the
-variances, library defaults unless set); an utterance's score is the log-likelihood
+(scikit-learn's ``GaussianMixture`` algorithm: k-means initialisation, ``reg_covar`` added to
+the variances, library defaults unless set; run by our torch EM by default,
+:mod:`audioexp.backends.gmm_torch`, or by scikit-learn); an utterance's score is the log-likelihood
 ratio ``mean_t log p(x_t | genuine) - mean_t log p(x_t | spoof)`` (frame-averaged, as the
 MSR Identity Toolbox and the ASVspoof baseline compute it). Higher means genuine.
 
@@ -122,16 +123,28 @@ class GMMBackend:
         Components per GMM (the paper: 512).
     max_iter : int
         EM iterations (ours: 30; sklearn's default is 100 with early stopping at ``tol``).
-    tol, reg_covar, n_init, init_params : as in ``sklearn.mixture.GaussianMixture``
+    tol, reg_covar, n_init : as in ``sklearn.mixture.GaussianMixture``
+        ``tol``: EM stops when the mean log-likelihood per frame changes by less.
+    init_params : str
+        "auto" (default): the implementation's k-means ("kmeans_torch" for torch: k-means++ and
+        Lloyd in torch; "kmeans" for sklearn: its ``KMeans``). "kmeans" with the torch EM runs
+        scikit-learn's ``KMeans`` as ``GaussianMixture`` does; other values go to scikit-learn.
     max_frames : int, optional
         Train each GMM on at most this many frames, drawn at random (ours; ``None``: all).
     seed : int
-    implementation : {"sklearn", "torch"}
-        EM by ``sklearn.mixture.GaussianMixture`` (default) or by
-        :class:`audioexp.backends.gmm_torch.TorchGaussianMixture`, the same algorithm step for
-        step (same k-means initialisation, updates and stopping rule) in torch, on ``device``.
-    device : str
-        Where the torch EM runs ("cpu", "cuda").
+    implementation : {"auto", "torch", "sklearn"}
+        EM by :class:`audioexp.backends.gmm_torch.TorchGaussianMixture` ("torch": scikit-learn's
+        algorithm in torch, on ``device``; 3-4x faster than scikit-learn on 2 CPU cores,
+        ``bench/bench_gmm.py``) or by ``sklearn.mixture.GaussianMixture`` ("sklearn", the
+        reference). "auto" (default): torch, on a GPU when there is one.
+    device : {"auto", "cpu", "cuda", ...}
+        Where the torch EM runs; "auto": CUDA when available, else the CPU.
+    precision : {"float32", "float64"}
+        The torch EM's E-step and statistics products (parameters and sums are float64 either
+        way); float64 with ``init_params="kmeans"`` is scikit-learn step for step.
+
+    After :meth:`fit`, ``convergence`` holds per label ``{"n_iter", "converged", "lower_bound"}``
+    (``lower_bound``: mean log-likelihood per frame at the last E-step), also logged.
     """
 
     def __init__(
@@ -141,18 +154,19 @@ class GMMBackend:
         tol: float = 1e-3,
         reg_covar: float = 1e-6,
         n_init: int = 1,
-        init_params: str = "kmeans",
+        init_params: str = "auto",
         max_frames: int | None = None,
         seed: int = 0,
-        implementation: str = "sklearn",
-        device: str = "cpu",
+        implementation: str = "auto",
+        device: str = "auto",
+        precision: str = "float32",
     ) -> None:
         if n_components < 1:
             raise ValueError(f"n_components must be >= 1, got {n_components}")
-        if implementation not in ("sklearn", "torch"):
-            raise ValueError(f"implementation must be 'sklearn' or 'torch', got {implementation!r}")
-        if implementation == "torch" and n_init != 1:
-            raise ValueError("the torch EM runs one initialisation (n_init=1)")
+        if implementation not in ("auto", "sklearn", "torch"):
+            raise ValueError(f"implementation must be 'auto', 'sklearn' or 'torch', got {implementation!r}")
+        if implementation != "sklearn" and n_init != 1:
+            raise ValueError("the torch EM runs one initialisation (n_init=1); implementation='sklearn' runs several")
         self.n_components = n_components
         self.max_iter = max_iter
         self.tol = tol
@@ -163,6 +177,8 @@ class GMMBackend:
         self.seed = seed
         self.implementation = implementation
         self.device = device
+        self.precision = precision
+        self.convergence: dict[int, dict[str, float]] = {}
         self.models: dict[int, object] = {}
 
     def _fit_one(self, frames: np.ndarray, label: int):
@@ -173,20 +189,37 @@ class GMMBackend:
             frames = frames[np.sort(idx)]
         if len(frames) < self.n_components:
             raise ValueError(f"{len(frames)} frames of class {label} cannot train {self.n_components} components")
-        if self.implementation == "torch":
+        implementation = "torch" if self.implementation == "auto" else self.implementation
+        if implementation == "torch":
+            import torch
+
             from audioexp.backends.gmm_torch import TorchGaussianMixture
 
+            device = self.device
+            if device == "auto":
+                device = "cuda" if torch.cuda.is_available() else "cpu"
             gmm = TorchGaussianMixture(self.n_components, max_iter=self.max_iter, tol=self.tol,
-                                       reg_covar=self.reg_covar, init_params=self.init_params,
-                                       random_state=self.seed, device=self.device)
+                                       reg_covar=self.reg_covar,
+                                       init_params="kmeans_torch" if self.init_params == "auto" else self.init_params,
+                                       random_state=self.seed, device=device, precision=self.precision)
         else:
+            device = "cpu"
             gmm = GaussianMixture(self.n_components, covariance_type="diag", max_iter=self.max_iter, tol=self.tol,
-                                  reg_covar=self.reg_covar, n_init=self.n_init, init_params=self.init_params,
+                                  reg_covar=self.reg_covar, n_init=self.n_init,
+                                  init_params="kmeans" if self.init_params == "auto" else self.init_params,
                                   random_state=self.seed)
         start = time.perf_counter()
         gmm.fit(frames)
-        log.info("GMM of class %d (%s EM): %d components on %d x %d frames, %d EM iterations, converged=%s, %.1f s",
-                 label, self.implementation, self.n_components, *frames.shape, gmm.n_iter_, gmm.converged_,
+        if hasattr(gmm, "convergence_message"):
+            how = gmm.convergence_message()
+        elif gmm.converged_:
+            how = f"converged after {gmm.n_iter_} iterations at tol {self.tol:g}"
+        else:
+            how = f"stopped at max_iter {gmm.n_iter_} (tol {self.tol:g})"
+        self.convergence[label] = {"n_iter": int(gmm.n_iter_), "converged": bool(gmm.converged_),
+                                   "lower_bound": float(gmm.lower_bound_)}
+        log.info("GMM of class %d (%s EM on %s): %d components on %d x %d frames, %s; mean log-likelihood %.4f, %.1f s",
+                 label, implementation, device, self.n_components, *frames.shape, how, gmm.lower_bound_,
                  time.perf_counter() - start)
         return gmm
 
