@@ -21,6 +21,8 @@ import csv
 import json
 import logging
 import os
+import re
+from array import array
 from collections import Counter
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -39,12 +41,13 @@ from audioexp.data.manifest import (
     ManifestError,
     cache_key,
     folder_stamp,
-    folders_of,
     read_manifest_csv,
     scan_audio_files,
+    scan_audio_folders,
     write_cache_stamp,
-    write_manifest_csv,
+    write_manifest_binary,
 )
+from audioexp.utils.files import atomic_open
 from audioexp.data.splits import grouped_split, random_split
 
 log = logging.getLogger(__name__)
@@ -106,24 +109,56 @@ def prepare_fm_broadcast(
             log.warning("rebuilding the manifest %s: %s", manifest_path, stale)
     log.info("building the manifest of %s into %s", root, manifest_path)
     paths: list[str] = []
-
-    def rows():
-        for row in tqdm(fm_broadcast_rows(root, class_names), desc="scanning clips", unit=" files", mininterval=1.0):
-            paths.append(row[0])
-            yield row
-
-    n = write_manifest_csv(rows(), manifest_path)
+    labels = array("h")
+    group_index: dict[str, int] = {}
+    groups = array("i")
+    folders = {"."}
+    with atomic_open(manifest_path, newline="") as handle, \
+            tqdm(desc="scanning clips", unit=" files", mininterval=1.0) as bar:
+        writer = csv.writer(handle)
+        writer.writerow(["path", "label", "group"])
+        # folder by folder: one write per folder; what csv would quote goes through csv
+        for label_index, label in enumerate(class_names):
+            class_dir = os.path.join(root, label)
+            if not os.path.isdir(class_dir):
+                continue
+            for rel, names in scan_audio_folders(class_dir):
+                if not names:
+                    continue
+                prefix = f"{label}/{rel}/" if rel else f"{label}/"
+                rels = [prefix + name for name in names]
+                if rel:
+                    group = f"{label}/{rel.partition('/')[0]}"
+                    clip_groups = [group] * len(rels)
+                else:  # clips directly in the class folder: each its own group
+                    clip_groups = [f"{label}/{name}" for name in names]
+                if any(_CSV_SPECIAL.search(p) for p in rels) or _CSV_SPECIAL.search(clip_groups[0]):
+                    writer.writerows(zip(rels, [label] * len(rels), clip_groups))
+                else:
+                    handle.write("".join(f"{p},{label},{g}\r\n" for p, g in zip(rels, clip_groups)))
+                paths.extend(rels)
+                labels.extend([label_index] * len(rels))
+                groups.extend(group_index.setdefault(g, len(group_index)) for g in clip_groups)
+                parts = f"{label}/{rel}".rstrip("/").split("/")
+                folders.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
+                bar.update(len(rels))
+    n = len(paths)
     if n == 0:
         manifest_path.unlink(missing_ok=True)
         raise CorpusNotFoundError(
             f"FM broadcast corpus root {root} holds no audio files under "
             f"{', '.join(c + '/' for c in class_names)}; " + EXPECTED_LAYOUT.format(root=root)
         )
-    folders = folders_of(paths)
-    folders += [c for c in class_names if c not in folders]
+    write_manifest_binary(manifest_path, PathTable.from_strings(paths), np.frombuffer(labels, dtype=np.int16),
+                          np.frombuffer(groups, dtype=np.int32), list(group_index), class_names)
+    folders = sorted(folders | set(class_names), key=lambda f: (f != ".", f))
     write_cache_stamp(manifest_path, {"root": str(root.resolve()), "folders": folder_stamp(root, folders)}, n)
     log.info("manifest: %d clips", n)
     return manifest_path
+
+
+#: Characters that make csv quote a field (then the row is written by csv itself).
+_CSV_SPECIAL = re.compile(r'[,"\r\n]')
 
 
 #: Bumped when the cached manifest's meaning changes (2: stamped by every folder's mtime).

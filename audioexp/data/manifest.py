@@ -13,8 +13,8 @@ from __future__ import annotations
 import csv
 import hashlib
 import itertools
-
 import json
+import logging
 import os
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -24,6 +24,8 @@ from pathlib import Path
 import numpy as np
 
 from audioexp.utils.files import atomic_open, atomic_write_json
+
+log = logging.getLogger(__name__)
 
 AUDIO_EXTENSIONS = (".wav", ".flac")
 
@@ -36,29 +38,44 @@ class CorpusNotFoundError(FileNotFoundError):
     """A corpus root that is missing, empty or not in the expected layout."""
 
 
-def scan_audio_files(root: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> Iterator[str]:
-    """Yield the paths (relative to ``root``, '/'-separated) of audio files below ``root``.
+def scan_audio_folders(root: str | os.PathLike,
+                       extensions: Sequence[str] = AUDIO_EXTENSIONS) -> Iterator[tuple[str, list[str]]]:
+    """Yield ``(folder, names)`` for every folder below ``root`` (``folder`` relative to it,
+    '/'-separated, ``""`` for ``root`` itself): the sorted names of the audio files in it.
 
-    An iterative ``os.scandir`` walk, entries sorted per directory so the order is
-    reproducible; hidden entries (``.cache``) are skipped; extensions match case-insensitively.
+    An iterative ``os.scandir`` walk, depth first, each folder's files before its sub-folders,
+    both sorted by name, so the order is reproducible; hidden entries (``.cache``) are skipped;
+    extensions match case-insensitively. Folder by folder, so that a caller handles a folder's
+    files in one go (3.89 M clips: the per-file work is what a walk costs).
     """
     root = os.fspath(root)
     exts = tuple(e.lower() for e in extensions)
     stack = [""]
     while stack:
         rel = stack.pop()
+        files, subdirs = [], []
         with os.scandir(os.path.join(root, rel) if rel else root) as it:
-            entries = sorted(it, key=lambda e: e.name)
-        subdirs = []
-        for entry in entries:
-            if entry.name.startswith("."):
-                continue
-            name = f"{rel}/{entry.name}" if rel else entry.name
-            if entry.is_dir(follow_symlinks=True):
-                subdirs.append(name)
-            elif entry.name.lower().endswith(exts):
-                yield name
-        stack.extend(reversed(subdirs))
+            for entry in it:
+                name = entry.name
+                if name.startswith("."):
+                    continue
+                if entry.is_dir(follow_symlinks=True):
+                    subdirs.append(name)
+                elif name.lower().endswith(exts):
+                    files.append(name)
+        files.sort()
+        yield rel, files
+        subdirs.sort(reverse=True)
+        stack.extend(f"{rel}/{d}" if rel else d for d in subdirs)
+
+
+def scan_audio_files(root: str | os.PathLike, extensions: Sequence[str] = AUDIO_EXTENSIONS) -> Iterator[str]:
+    """Yield the paths (relative to ``root``, '/'-separated) of audio files below ``root``, in
+    the order of :func:`scan_audio_folders`."""
+    for rel, names in scan_audio_folders(root, extensions):
+        prefix = f"{rel}/" if rel else ""
+        for name in names:
+            yield prefix + name
 
 
 class PathTable:
@@ -77,12 +94,18 @@ class PathTable:
 
     @classmethod
     def from_strings(cls, strings: Iterable[str]) -> "PathTable":
-        buf = bytearray()
-        offsets = array("q", [0])
-        for s in strings:
-            buf += s.encode("utf-8")
-            offsets.append(len(buf))
-        return cls(bytes(buf), np.frombuffer(offsets, dtype=np.int64).copy())
+        encoded = [s.encode("utf-8") for s in strings]
+        offsets = np.zeros(len(encoded) + 1, dtype=np.int64)
+        np.cumsum(np.fromiter(map(len, encoded), dtype=np.int64, count=len(encoded)), out=offsets[1:])
+        return cls(b"".join(encoded), offsets)
+
+    def arrays(self) -> tuple[np.ndarray, np.ndarray]:
+        """``(uint8 buffer, int64 offsets)``: what :meth:`from_arrays` reads back."""
+        return np.frombuffer(self._buffer, dtype=np.uint8), self._offsets
+
+    @classmethod
+    def from_arrays(cls, buffer: np.ndarray, offsets: np.ndarray) -> "PathTable":
+        return cls(buffer.tobytes(), np.asarray(offsets, dtype=np.int64))
 
     def __len__(self) -> int:
         return len(self._offsets) - 1
@@ -158,6 +181,9 @@ def read_manifest_csv(
     stamp records another row count is refused (:func:`check_row_count`). Raises
     :class:`ManifestError` naming the file and line of a malformed row or an unknown label.
     """
+    cached = read_manifest_binary(path, root, class_names)
+    if cached is not None:
+        return cached
     class_index = {name: i for i, name in enumerate(class_names)}
     group_index: dict[str, int] = {}
     labels = array("h")
@@ -195,6 +221,54 @@ def read_manifest_csv(
         class_names=list(class_names),
         group_names=list(group_index),
     )
+
+
+def _binary_path(csv_path: str | os.PathLike) -> Path:
+    return Path(csv_path).with_suffix(".npz")
+
+
+def _csv_identity(csv_path: str | os.PathLike, class_names: Sequence[str]) -> np.ndarray:
+    st = os.stat(csv_path)
+    return np.frombuffer(json.dumps([st.st_size, st.st_mtime_ns, list(class_names)]).encode(), dtype=np.uint8)
+
+
+def write_manifest_binary(csv_path: str | os.PathLike, paths: PathTable, labels: np.ndarray, groups: np.ndarray,
+                          group_names: Sequence[str], class_names: Sequence[str]) -> Path:
+    """Beside a manifest CSV, the same rows as arrays (``.npz``), read back in a fraction of a
+    second by :func:`read_manifest_csv` while the CSV is unchanged (its size and mtime are
+    recorded): at 3.89 M clips, parsing the CSV takes ~10 s and loading these ~0.2 s."""
+    out = _binary_path(csv_path)
+    names = group_names if isinstance(group_names, PathTable) else PathTable.from_strings(group_names)
+    path_buffer, path_offsets = paths.arrays()
+    group_buffer, group_offsets = names.arrays()
+    tmp = out.with_name(f".{out.name}.tmp-{os.getpid()}.npz")
+    np.savez(tmp, path_buffer=path_buffer, path_offsets=path_offsets, labels=np.asarray(labels, dtype=np.int16),
+             groups=np.asarray(groups, dtype=np.int32), group_buffer=group_buffer, group_offsets=group_offsets,
+             identity=_csv_identity(csv_path, class_names))
+    os.replace(tmp, out)
+    return out
+
+
+def read_manifest_binary(csv_path: str | os.PathLike, root: str | os.PathLike,
+                         class_names: Sequence[str]) -> "Manifest | None":
+    """The manifest from the arrays beside ``csv_path`` when they were written from the CSV as
+    it is now (and for the same classes); None otherwise (then the CSV is parsed)."""
+    binary = _binary_path(csv_path)
+    if not binary.exists():
+        return None
+    try:
+        with np.load(binary, allow_pickle=False) as z:
+            if not np.array_equal(z["identity"], _csv_identity(csv_path, class_names)):
+                return None
+            paths = PathTable.from_arrays(z["path_buffer"], z["path_offsets"])
+            manifest = Manifest(root=Path(root), paths=paths, labels=z["labels"], groups=z["groups"],
+                                class_names=list(class_names),
+                                group_names=PathTable.from_arrays(z["group_buffer"], z["group_offsets"]))
+    except (OSError, ValueError, KeyError) as err:
+        log.warning("ignoring the unreadable %s (the CSV is read instead): %s", binary, err)
+        return None
+    check_row_count(csv_path, len(manifest))
+    return manifest
 
 
 def cache_key(*parts: object) -> str:
@@ -354,6 +428,8 @@ __all__ = [
     "cache_key",
     "read_manifest_csv",
     "scan_audio_files",
+    "scan_audio_folders",
+    "write_manifest_binary",
     "folder_stamp",
     "folders_of",
     "write_manifest_csv",

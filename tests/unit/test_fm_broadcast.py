@@ -180,3 +180,39 @@ def test_minicorpus_is_written_when_asked_and_missing(tmp_path):
     dm.setup()
     assert dm.manifest.class_counts()["speech"] > 0 and dm.manifest.class_counts()["music"] > 0
     shutil.rmtree(root)
+
+
+def test_manifest_build_writes_the_rows_of_the_plain_walk_and_arrays_that_read_back_the_same(tmp_path):
+    """The folder-by-folder build = fm_broadcast_rows written by csv (quoting included), and the
+    .npz beside it loads the same manifest as parsing the CSV; an edited CSV is parsed again."""
+    import csv as csvlib
+    import os
+
+    from audioexp.data.fm_broadcast import fm_broadcast_rows, prepare_fm_broadcast
+    from audioexp.data.manifest import read_manifest_csv, write_manifest_csv
+
+    root = tmp_path / "fm"
+    for rel in ["speech/rec b/x2.wav", "speech/rec b/x1.wav", "speech/rec, quoted/y.flac", "speech/loose.wav",
+                "speech/rec b/deeper/z.wav", "music/m1/a.WAV", "music/m1/.hidden.wav", "music/top.wav"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).touch()
+    built = prepare_fm_broadcast(root, tmp_path / "cache")
+    reference = tmp_path / "reference.csv"
+    write_manifest_csv(fm_broadcast_rows(root), reference)
+    assert built.read_text() == reference.read_text()
+    assert len(list(csvlib.reader(built.open()))) == 1 + 7
+    fast = read_manifest_csv(built, root, ["speech", "music"])
+    assert built.with_suffix(".npz").exists()
+    os.remove(built.with_suffix(".npz"))
+    parsed = read_manifest_csv(built, root, ["speech", "music"])
+    assert list(fast.paths) == list(parsed.paths) and list(fast.group_names) == list(parsed.group_names)
+    assert (fast.labels == parsed.labels).all() and (fast.groups == parsed.groups).all()
+    assert fast.labels.dtype == parsed.labels.dtype and fast.groups.dtype == parsed.groups.dtype
+    # the arrays are used only while the CSV is the one they were written from
+    prepare_fm_broadcast(root, tmp_path / "cache", rebuild=True)
+    with built.open("a") as f:
+        f.write("music/extra.wav,music,music/extra.wav\r\n")
+    from audioexp.data.manifest import ManifestError
+
+    with pytest.raises(ManifestError, match="8 rows but 7"):  # parsed (not the stale arrays) and refused
+        read_manifest_csv(built, root, ["speech", "music"])
