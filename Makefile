@@ -52,6 +52,7 @@ bench: install
 	$(BIN)/python bench/bench_gmm.py --components 64 512
 	$(BIN)/python bench/bench_replay_frontend.py --threads 1
 	$(BIN)/python bench/bench_predict.py --files 16
+	$(BIN)/python bench/bench_probe_grid.py
 	$(BIN)/python bench/bench_data_loading.py
 
 # The three VoxCeleb recipes (and a shuffled-label control) on the generated miniature

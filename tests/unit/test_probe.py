@@ -2,13 +2,19 @@
 
 from __future__ import annotations
 
+import re
+import warnings
+
 import numpy as np
 import pytest
+from sklearn.exceptions import ConvergenceWarning
+from sklearn.linear_model import LogisticRegression
 from sklearn.metrics import recall_score
-from sklearn.model_selection import GroupKFold, ParameterGrid
+from sklearn.model_selection import GridSearchCV, GroupKFold, ParameterGrid, StratifiedKFold
+from sklearn.pipeline import Pipeline
 from sklearn.preprocessing import StandardScaler
 
-from audioexp.probes.classifiers import CLASSIFIERS, fit_and_score, grid_search, param_grid, pooled_confusion
+from audioexp.probes.classifiers import CLASSIFIERS, fit_and_score, fit_progress, grid_search, param_grid, pooled_confusion
 from audioexp.probes.functional import evaluation_splits, leave_one_speaker_out, speaker_split, speaker_standardize
 from audioexp.systems.embedding_probe import markdown_table, summarize
 
@@ -141,3 +147,117 @@ def test_summary_and_markdown_table():
     assert row["uar_std"] == pytest.approx(np.std([r.uar for r in results]))
     table = markdown_table([row])
     assert "| egemaps |" in table and "Support Vector Machine" in table and "±" in table
+
+
+def _random_problem(seed=0, n=84, dim=30, classes=4):
+    """A small random problem with some class structure (heavy-tailed columns, standardised as
+    the probe's are), so that candidates score differently."""
+    rng = np.random.default_rng(seed)
+    y = np.arange(n) % classes
+    x = rng.standard_t(3, (n, dim)) + rng.normal(0, 0.9, (classes, dim))[y] * (rng.random(dim) < 0.3)
+    return (x - x.mean(axis=0)) / x.std(axis=0), y
+
+
+def _plain_search(classifier, x, y, grid, cv_folds):
+    """The probe's search before the fast one: plain GridSearchCV, sequential."""
+    pipeline, spec = param_grid(classifier, grid)
+    return GridSearchCV(pipeline, spec, scoring="recall_macro", cv=StratifiedKFold(cv_folds), error_score="raise").fit(x, y)
+
+
+def _assert_same_search(ours, ref, x_test):
+    assert ours.best_index_ == ref.best_index_ and repr(ours.best_params_) == repr(ref.best_params_)
+    for key in ["mean_test_score", "std_test_score", "rank_test_score"] + [f"split{f}_test_score" for f in range(ref.n_splits_)]:
+        np.testing.assert_array_equal(ours.cv_results_[key], ref.cv_results_[key], err_msg=key)
+    assert ours.best_score_ == ref.best_score_
+    np.testing.assert_array_equal(ours.predict(x_test), ref.predict(x_test))
+
+
+def _searches(classifier, x, y, grid, cv_folds, **kwargs):
+    """Ours and the plain search from the same global RNG state; also the states they leave."""
+    np.random.seed(3)
+    ours = grid_search(classifier, x, y, grid=grid, cv_folds=cv_folds, verbose=0, **kwargs)
+    after_ours = np.random.get_state()[1].copy()
+    np.random.seed(3)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ConvergenceWarning)
+        ref = _plain_search(classifier, x, y, grid, cv_folds)
+    return ours, ref, after_ours, np.random.get_state()[1].copy()
+
+
+def test_svm_grid_search_equals_plain_gridsearchcv(monkeypatch):
+    """Every kernel of the paper grid (precomputed kernel matrices, linear fitted once per C):
+    the same fold scores, best candidate and predictions as GridSearchCV, bit for bit."""
+    x, y = _random_problem(1)
+    _small_paper_grids(monkeypatch, svm=lambda pipeline, spec: (
+        pipeline, [{"clf__C": [0.1, 10.0], "clf__gamma": [1e-3, 0.05], "clf__kernel": ["rbf", "poly", "sigmoid", "linear"]}]))
+    ours, ref, after_ours, after_ref = _searches("svm", x[:60], y[:60], "paper", 3)
+    assert len(np.unique(ref.cv_results_["mean_test_score"])) > 3  # not a degenerate problem
+    _assert_same_search(ours, ref, x[60:])
+    np.testing.assert_array_equal(after_ours, after_ref)  # libsvm's seed draws replayed
+    # where the precomputed kernels disagree with libsvm's (another BLAS), the rows are fitted
+    monkeypatch.setattr("audioexp.probes.classifiers._svc_precomputed_agrees", lambda *args: False)
+    _assert_same_search(_searches("svm", x[:60], y[:60], "paper", 3)[0], ref, x[60:])
+
+
+def _small_paper_grids(monkeypatch, **specs):
+    """param_grid with some paper grids replaced (for both searches)."""
+    paper = param_grid
+
+    def patched(classifier, grid="paper", seed=0):
+        pipeline, spec = paper(classifier, grid, seed)
+        return specs[classifier](pipeline, spec) if grid == "paper" and classifier in specs else (pipeline, spec)
+
+    monkeypatch.setattr("audioexp.probes.classifiers.param_grid", patched)
+    monkeypatch.setattr("tests.unit.test_probe.param_grid", patched)
+
+
+def test_logistic_and_forest_grid_search_equal_plain_gridsearchcv():
+    """The paper LR grid's estimators and solvers (three C) in 2 worker processes, the quick forest."""
+    def three_cs(pipeline, spec):
+        return pipeline, [{k: (v if k == "clf" else [0.01, 1.0, 100.0]) for k, v in sub.items()} for sub in spec]
+
+    x, y = _random_problem(2, n=64, dim=12)
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _small_paper_grids(monkeypatch, logistic_regression=three_cs)
+        ours, ref, after_ours, after_ref = _searches("logistic_regression", x[:48], y[:48], "paper", 2, n_jobs=2)
+    assert len(ours.cv_results_["params"]) == 12
+    _assert_same_search(ours, ref, x[48:])
+    np.testing.assert_array_equal(after_ours, after_ref)
+    ours, ref, after_ours, after_ref = _searches("random_forest", x[:48], y[:48], "quick", 2)
+    _assert_same_search(ours, ref, x[48:])
+    np.testing.assert_array_equal(after_ours, after_ref)
+
+
+class SeedEcho(LogisticRegression):
+    """liblinear's one global-RNG seed draw per fit, and predictions that show it."""
+
+    def fit(self, x, y):
+        self.classes_ = np.unique(y)
+        self.seed_ = np.random.randint(np.iinfo("i").max)
+        return self
+
+    def predict(self, x):
+        return np.random.default_rng(self.seed_).choice(self.classes_, len(x))
+
+
+def test_every_fit_draws_the_seed_of_the_sequential_search(monkeypatch):
+    """liblinear's l1 fits depend on the seed each fit draws from NumPy's global RNG: each fit
+    (in whichever process, in whatever order) gets the state the sequential search has at it."""
+    def echo(pipeline, spec):
+        return Pipeline([("clf", SeedEcho(solver="liblinear"))]), [{"clf__C": [1.0, 2.0, 3.0, 4.0]}]
+
+    _small_paper_grids(monkeypatch, logistic_regression=echo)
+    x, y = _random_problem(3, n=60, dim=4)
+    ours, ref, after_ours, after_ref = _searches("logistic_regression", x, y, "paper", 3)
+    assert len(np.unique(ref.cv_results_["mean_test_score"])) > 1
+    _assert_same_search(ours, ref, x)
+    np.testing.assert_array_equal(after_ours, after_ref)
+
+
+def test_fit_progress_shows_the_time_left(capsys):
+    with fit_progress(40, "svm grid", enabled=True) as bar:
+        bar.update(10)
+        bar.update(30)
+    err = capsys.readouterr().err
+    assert "svm grid" in err and "40/40" in err
+    assert re.search(r"\d\d:\d\d<\d\d:\d\d", err), err  # elapsed<remaining
