@@ -10,19 +10,27 @@ import os
 import subprocess
 import sys
 
+import pytest
 import torch
 
 from tests.integration.test_resume import _cli, _env, _wandb_service_alive, _weights
 
 
-def test_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(tmp_path, fm_corpus):
+@pytest.mark.parametrize("data_format", ["files", "shards"])
+def test_killed_mid_epoch_and_resumed_ends_as_an_uninterrupted_run(tmp_path, fm_corpus, data_format):
     """SIGKILL in the 2nd epoch (last.ckpt written every step), then the same command again:
-    the same final weights, metrics.json and W&B run id as a run never interrupted."""
+    the same final weights, metrics.json and W&B run id as a run never interrupted; from files
+    and from a shard stream (data.format=shards, chunk by chunk)."""
     import signal
     import time
 
     common = ["+experiment=demo", f"data.root={fm_corpus}", "logger=wandb", "trainer.max_epochs=3",
               "callbacks.checkpoint_every_n_steps=1", "data.num_workers=2", "data.batch_size=6"]
+    if data_format == "shards":
+        shards = tmp_path / "shards"
+        _cli(["task=shards", "data=fm_broadcast_mini", f"data.root={fm_corpus}", f"data.shards.dir={shards}",
+              "data.shards.chunk_bytes=400KB", "logger=none", f"hydra.run.dir={tmp_path / 'write'}"], tmp_path)
+        common += ["data.format=shards", f"data.shards.dir={shards}", "data.shards.buffer_chunks=2"]
     whole = tmp_path / "whole"
     _cli([*common, f"hydra.run.dir={whole}"], tmp_path)
     steps_per_epoch = torch.load(whole / "checkpoints" / "last.ckpt", weights_only=True)["global_step"] // 3
