@@ -735,18 +735,19 @@ def _chunk_dft_bases(hop: int, n_fft: int, num_bins: int) -> tuple[list[torch.Te
 
     Bins ``k = 0 .. num_bins`` (one above the last used: the window's convolution reaches it) of
     the ``n_fft``-point DFT of a ``hop``-long chunk about its centre ``m = (hop - 1) / 2``, with
-    ``a_n = 2 pi (m - n) / n_fft`` (``n < hop / 2``): ``[cos(k a_n), sin(k a_n)]`` of the odd ``k``
-    (``hop / 2`` rows), then, ``n < hop / 4`` (``a_{hop/2-1-n} = pi/2 - a_n`` folds the even bins
-    once more), ``cos(k a_n)`` of ``k = 0 mod 4``, of ``k = 2 mod 4``, ``sin(k a_n)`` of ``k = 4, 8,
-    ...``, of ``k = 2 mod 4`` (rows n, columns k); and ``rot[k] = exp(-2 pi i m k / n_fft)`` (re, im).
+    ``a_n = 2 pi (m - n) / n_fft``, rows ``n < hop / 4`` (the kernel folds the chunk twice; see
+    ``sd_filterbank_kernel.cpp``): ``cos(k a_n)`` of ``k = 0 mod 4``, of ``k = 2 mod 4``,
+    ``sin(k a_n)`` of ``k = 4, 8, ...``, of ``k = 2 mod 4``; ``cos(k a_n)``, ``sin(k a_n)`` of the
+    centres ``k = 2, 6, ...`` of the odd bins' pairs; ``(cos a_n, sin a_n)``; and
+    ``rot[k] = exp(-2 pi i m k / n_fft)`` (re, im).
     """
     half, mid = hop // 2, (hop - 1) / 2
-    a = 2.0 * np.pi * (mid - np.arange(half)) / n_fft
+    a = 2.0 * np.pi * (mid - np.arange(half // 2)) / n_fft  # n < hop / 4
     k = np.arange(num_bins + 1)
-    odd, k0, k2 = k[1::2], k[0::4], k[2::4]
-    q = a[: half // 2, None]
-    bases = [np.cos(a[:, None] * odd), np.sin(a[:, None] * odd), np.cos(q * k0), np.cos(q * k2), np.sin(q * k0[1:]),
-             np.sin(q * k2)]
+    pairs = 4 * np.arange(((num_bins + 1) // 2 + 1) // 2) + 2  # the odd bins' pairs: k - 1, k + 1
+    q = a[:, None]
+    bases = [np.cos(q * k[0::4]), np.cos(q * k[2::4]), np.sin(q * k[4::4]), np.sin(q * k[2::4]), np.cos(q * pairs),
+             np.sin(q * pairs), np.stack([np.cos(a), np.sin(a)], axis=1)]
     phase = 2.0 * np.pi * mid * k / n_fft
     rot = np.stack([np.cos(phase), -np.sin(phase)], axis=1)
     as_tensor = lambda b: torch.from_numpy(np.ascontiguousarray(b, dtype=np.float64))  # noqa: E731
@@ -764,7 +765,8 @@ def sd_filterbank_centroids(
     The band signals of :func:`sd_filterbank` (same design arguments) are not returned: right
     after the filters produce ``hop`` samples of every band, the kernel rectifies them and takes
     the DFT of that chunk (bins ``0 .. num_bins``, about its centre: the pairs of samples
-    symmetric about it folded first, half the products, and the even bins folded once more);
+    symmetric about it folded first, then the halves' symmetric pairs, the odd bins in pairs: a quarter
+    of the plain DFT's products);
     each frame of two chunks (a periodic
     Hamming window, a DFT as long as the frame, frames ``1 + (time - 2 hop) // hop``) adds its
     chunks' spectra and applies the window as its three-bin convolution, then eq. 6/7 give CF and

@@ -41,6 +41,9 @@
 #include <immintrin.h>
 #endif
 
+#ifndef SD_STRIP
+#define SD_STRIP 1024  // bands per strip of the chunk transform (1024: the whole tile; 8-16 measured no faster)
+#endif
 #ifndef SD_TILE
 #define SD_TILE 256  // time steps per tile: 256 x 80 doubles (160 kB) stay in L2; 32-2048 measured
 #endif
@@ -265,27 +268,34 @@ void sd_filterbank_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torc
 // stored), and shared by its two frames: F[k] = X_j[k] + (-1)^k X_{j+1}[k]. Pairing sample n with
 // hop-1-n (about the chunk's centre m = (hop-1)/2) halves the products:
 //   X[k] = e^{-2 pi i m k / N} (sum_{n < hop/2} e_n cos(k a_n) + i sum_{n < hop/2} o_n sin(k a_n)),
-// e_n = |c_n| + |c_{hop-1-n}|, o_n = |c_n| - |c_{hop-1-n}|, a_n = 2 pi (m - n) / N. Even bins fold once
-// more: a_{hop/2-1-n} = pi/2 - a_n, so for k = 2p, cos(k a) and sin(k a) at n and hop/2-1-n are equal
-// up to the sign (-1)^p: those bins need sums over hop/4 values of e_n +- e_{hop/2-1-n} and
-// o_n +- o_{hop/2-1-n} (0 mod 4: e+, o-; 2 mod 4: e-, o+). The sums are small products of
-// (bins x samples) bases with (samples x bands) blocks, register-blocked over bins and bands.
+// e_n = |c_n| + |c_{hop-1-n}|, o_n = |c_n| - |c_{hop-1-n}|, a_n = 2 pi (m - n) / N (n < hop/2).
+// Then n pairs with n' = hop/2-1-n (a_n' = pi/2 - a_n), so every sum runs over n < hop/4:
+// - even bins k = 2p: cos(k a) and sin(k a) at n' equal those at n up to the sign (-1)^p, so they
+//   are sums of e_n +- e_n' and o_n +- o_n' (0 mod 4: e+, o-; 2 mod 4: e-, o+);
+// - odd bins come in pairs k -+ 1 around k = 2 mod 4, from four sums shared by the pair:
+//   cos((k -+ 1) a) = cos(k a) cos(a) +- sin(k a) sin(a) (and the same for sin), so with
+//   A = sum (e_n cos a_n - e_n' sin a_n) cos(k a_n), B = sum (e_n sin a_n + e_n' cos a_n) sin(k a_n),
+//   C = sum (o_n cos a_n + o_n' sin a_n) sin(k a_n), D = sum (o_n sin a_n - o_n' cos a_n) cos(k a_n):
+//   P[k - 1] = A + B, P[k + 1] = A - B, Q[k - 1] = C - D, Q[k + 1] = C + D.
+// (1640 products per chunk and band for 21 bins, against 6720 for the plain DFT.) The sums are
+// small products of (samples x bins) bases with (samples x bands) blocks, register-blocked over
+// bins and bands.
 
 struct CentroidSpec {
   int64_t hop, half, kc, nbins, frames;  // kc = K + 1 bins of the chunks' DFT (the window reaches bin K)
-  // the bases, columns k of each class (see the comment above): cos(k a_n) and sin(k a_n) of odd k
-  // (half rows); cos of k = 0 mod 4, cos of k = 2 mod 4, sin of k = 4, 8, ..., sin of k = 2 mod 4
-  // (half / 2 rows)
-  const double *cos_odd, *sin_odd, *cos_0, *cos_2, *sin_0, *sin_2;
-  int64_t n_odd, n_c0, n_c2, n_s0;
+  // the bases (rows n < half / 2, columns k, see the comment above): cos(k a_n) of k = 0 mod 4, of
+  // k = 2 mod 4 (<= K), sin(k a_n) of k = 4, 8, ..., of k = 2 mod 4; cos(k a_n), sin(k a_n) of the
+  // odd pairs' centres k = 2, 6, ... (n_pair of them); and (cos a_n, sin a_n)
+  const double *cos_0, *cos_2, *sin_0, *sin_2, *cos_pair, *sin_pair, *rot1;
+  int64_t n_c0, n_c2, n_s0, n_pair;
   const double* rot;                     // (kc, 2): e^{-2 pi i m k / N}, re and im
   const double* freqs;                   // (K,): f_k in Hz
   double freq_sum, a0, a1, eps;
   bool include_dc;
 };
 
-// out[k * ostride + b] = sum_{n < len} bt[n * ldb + k] * in[n * stride + b], k < rows, b < stride
-// (stride a multiple of 4; ostride: the output's row stride).
+// out[k * ostride + b] = sum_{n < len} bt[n * ldb + k] * in[n * stride + b], k < rows,
+// b_begin <= b < b_end (multiples of 4; ostride: the output's row stride).
 #ifdef __AVX2__
 template <int KB, int NB>
 inline void basis_block(const double* __restrict bt, int64_t ldb, const double* __restrict in, int64_t half,
@@ -321,11 +331,12 @@ inline void basis_rows(const double* bt, int64_t ldb, int64_t k0, int64_t kb, co
 #endif
 
 inline void basis_product(const double* __restrict bt, int64_t ldb, int64_t rows, const double* __restrict in,
-                          int64_t half, int64_t stride, double* __restrict out, int64_t ostride) {
+                          int64_t half, int64_t stride, double* __restrict out, int64_t ostride, int64_t b_begin,
+                          int64_t b_end) {
 #ifdef __AVX2__
   // blocks of 6 bins x 8 bands: 12 accumulators, 2 loads and 6 broadcasts per 12 FMAs
-  for (int64_t b0 = 0; b0 < stride; b0 += 8) {
-    const bool eight = b0 + 8 <= stride;
+  for (int64_t b0 = b_begin; b0 < b_end; b0 += 8) {
+    const bool eight = b0 + 8 <= b_end;
     for (int64_t k0 = 0; k0 < rows; k0 += 6) {
       const int64_t kb = std::min<int64_t>(6, rows - k0);
       if (eight) {
@@ -338,11 +349,11 @@ inline void basis_product(const double* __restrict bt, int64_t ldb, int64_t rows
 #else
   for (int64_t k = 0; k < rows; ++k) {
     double* __restrict o = out + k * ostride;
-    for (int64_t b = 0; b < stride; ++b) o[b] = 0.0;
+    for (int64_t b = b_begin; b < b_end; ++b) o[b] = 0.0;
     for (int64_t n = 0; n < half; ++n) {
       const double c = bt[n * ldb + k];
       const double* __restrict v = in + n * stride;
-      for (int64_t b = 0; b < stride; ++b) o[b] += c * v[b];
+      for (int64_t b = b_begin; b < b_end; ++b) o[b] += c * v[b];
     }
   }
 #endif
@@ -352,18 +363,22 @@ inline void basis_product(const double* __restrict bt, int64_t ldb, int64_t rows
 // bands (rows of `frames` values, `frames` apart).
 class CentroidSink {
  public:
+  static constexpr int64_t kStrip = SD_STRIP;
+
   CentroidSink(const CentroidSpec& spec, int64_t nout, double* cf, double* cm)
       : s_(spec), nout_(nout), stride_((nout + 3) / 4 * 4), cf_(cf), cm_(cm) {
     const int64_t st = stride_, h = s_.half, kc = s_.kc;
-    const int64_t q = h / 2 * st;
-    const int64_t sizes[] = {h * st, h * st, kc * st, (kc - 1) * st, 2 * kc * st, 2 * kc * st, q, q, q, q};
+    const int64_t q = h / 2 * st, pr = s_.n_pair * st;
+    // P and Q have room for the odd pairs' last bin (up to K + 2); the frame's F (2 kc rows) reuses ep_ .. om_
+    const int64_t sizes[] = {(kc + 3) * st, (kc + 3) * st, 2 * kc * st, 2 * kc * st, q, q, q, q, q, q, q, q,
+                             pr, pr, pr, pr};
     int64_t total = 0;
     for (int64_t v : sizes) total += v + 4;
     buf_.assign(total + 4, 0.0);
     double* p = buf_.data();
     while (reinterpret_cast<uintptr_t>(p) % 32) ++p;
-    double** dst[] = {&e_, &o_, &p_, &q_, &xa_, &xb_, &ep_, &em_, &op_, &om_};
-    for (int i = 0; i < 10; ++i) {
+    double** dst[] = {&p_, &q_, &xa_, &xb_, &ep_, &em_, &op_, &om_, &ai_, &bi_, &ci_, &di_, &pa_, &pb_, &pc_, &pd_};
+    for (int i = 0; i < 16; ++i) {
       *dst[i] = p;
       p += (sizes[i] + 3) / 4 * 4;
     }
@@ -372,42 +387,64 @@ class CentroidSink {
   void operator()(const double* tile, int64_t stride, int64_t steps, int64_t t0) {
     // the caller runs the filters over whole chunks only, one chunk per tile (stride == stride_, steps == hop)
     const int64_t chunk = t0 / s_.hop, h = s_.half, hop = s_.hop, st = stride_, kc = s_.kc;
-    // rectify and fold about the chunk's centre
-    for (int64_t n = 0; n < h; ++n) {
-      const double* __restrict a = tile + n * st;
-      const double* __restrict z = tile + (hop - 1 - n) * st;
-      double* __restrict e = e_ + n * st;
-      double* __restrict o = o_ + n * st;
+    // strips of kStrip bands: rectified, folded twice (one pass over the tile), transformed while in cache
+    const int64_t qh = h / 2;
+    for (int64_t b0 = 0; b0 < st; b0 += kStrip) {
+      const int64_t b1 = std::min(st, b0 + kStrip);
+      for (int64_t n = 0; n < qh; ++n) {  // samples n, hop-1-n (about the chunk's centre), h-1-n, hop-h+n
+        const double* __restrict ta = tile + n * st;
+        const double* __restrict tb = tile + (hop - 1 - n) * st;
+        const double* __restrict tc = tile + (h - 1 - n) * st;
+        const double* __restrict td = tile + (hop - h + n) * st;
+        const double cn = s_.rot1[2 * n], sn = s_.rot1[2 * n + 1];
+        double* __restrict epn = ep_ + n * st;
+        double* __restrict emn = em_ + n * st;
+        double* __restrict opn = op_ + n * st;
+        double* __restrict omn = om_ + n * st;
+        double* __restrict ain = ai_ + n * st;
+        double* __restrict bin = bi_ + n * st;
+        double* __restrict cin = ci_ + n * st;
+        double* __restrict din = di_ + n * st;
+        for (int64_t b = b0; b < b1; ++b) {
+          const double ua = std::fabs(ta[b]), ub = std::fabs(tb[b]), uc = std::fabs(tc[b]), ud = std::fabs(td[b]);
+          const double e = ua + ub, o = ua - ub, e1 = uc + ud, o1 = uc - ud;  // e_n, o_n, e_n', o_n'
+          epn[b] = e + e1;
+          emn[b] = e - e1;
+          opn[b] = o + o1;
+          omn[b] = o - o1;
+          ain[b] = e * cn - e1 * sn;
+          bin[b] = e * sn + e1 * cn;
+          cin[b] = o * cn + o1 * sn;
+          din[b] = o * sn - o1 * cn;
+        }
+      }
+      // real parts about the centre (P, rows k = 0 .. K) and imaginary parts (Q, rows k - 1 = 0 .. K - 1)
+      basis_product(s_.cos_0, s_.n_c0, s_.n_c0, ep_, qh, st, p_, 4 * st, b0, b1);           // k = 0, 4, 8, ...
+      basis_product(s_.cos_2, s_.n_c2, s_.n_c2, em_, qh, st, p_ + 2 * st, 4 * st, b0, b1);  // k = 2, 6, 10, ...
+      basis_product(s_.sin_0, s_.n_s0, s_.n_s0, om_, qh, st, q_ + 3 * st, 4 * st, b0, b1);  // k = 4, 8, ...
+      basis_product(s_.sin_2, s_.n_c2, s_.n_c2, op_, qh, st, q_ + st, 4 * st, b0, b1);      // k = 2, 6, 10, ...
+      basis_product(s_.cos_pair, s_.n_pair, s_.n_pair, ai_, qh, st, pa_, st, b0, b1);       // odd k, in pairs
+      basis_product(s_.sin_pair, s_.n_pair, s_.n_pair, bi_, qh, st, pb_, st, b0, b1);
+      basis_product(s_.sin_pair, s_.n_pair, s_.n_pair, ci_, qh, st, pc_, st, b0, b1);
+      basis_product(s_.cos_pair, s_.n_pair, s_.n_pair, di_, qh, st, pd_, st, b0, b1);
+    }
+    for (int64_t j = 0; j < s_.n_pair; ++j) {  // the pair k - 1, k + 1 around k = 4 j + 2
+      const int64_t k = 4 * j + 2;
+      const double* __restrict a = pa_ + j * st;
+      const double* __restrict bb = pb_ + j * st;
+      const double* __restrict c = pc_ + j * st;
+      const double* __restrict d = pd_ + j * st;
+      double* __restrict plo = p_ + (k - 1) * st;
+      double* __restrict phi = p_ + (k + 1) * st;
+      double* __restrict qlo = q_ + (k - 2) * st;
+      double* __restrict qhi = q_ + k * st;
       for (int64_t b = 0; b < st; ++b) {
-        const double u = std::fabs(a[b]), v = std::fabs(z[b]);
-        e[b] = u + v;
-        o[b] = u - v;
+        plo[b] = a[b] + bb[b];
+        phi[b] = a[b] - bb[b];
+        qlo[b] = c[b] - d[b];
+        qhi[b] = c[b] + d[b];
       }
     }
-    const int64_t qh = h / 2;  // fold again about the half's centre (the even bins)
-    for (int64_t n = 0; n < qh; ++n) {
-      const double* __restrict e0 = e_ + n * st;
-      const double* __restrict e1 = e_ + (h - 1 - n) * st;
-      const double* __restrict o0 = o_ + n * st;
-      const double* __restrict o1 = o_ + (h - 1 - n) * st;
-      double* __restrict epn = ep_ + n * st;
-      double* __restrict emn = em_ + n * st;
-      double* __restrict opn = op_ + n * st;
-      double* __restrict omn = om_ + n * st;
-      for (int64_t b = 0; b < st; ++b) {
-        epn[b] = e0[b] + e1[b];
-        emn[b] = e0[b] - e1[b];
-        opn[b] = o0[b] + o1[b];
-        omn[b] = o0[b] - o1[b];
-      }
-    }
-    // real parts about the centre (P, rows k = 0 .. K) and imaginary parts (Q, rows k - 1 = 0 .. K - 1)
-    basis_product(s_.cos_odd, s_.n_odd, s_.n_odd, e_, h, st, p_ + st, 2 * st);    // odd k
-    basis_product(s_.sin_odd, s_.n_odd, s_.n_odd, o_, h, st, q_, 2 * st);
-    basis_product(s_.cos_0, s_.n_c0, s_.n_c0, ep_, qh, st, p_, 4 * st);           // k = 0, 4, 8, ...
-    basis_product(s_.cos_2, s_.n_c2, s_.n_c2, em_, qh, st, p_ + 2 * st, 4 * st);  // k = 2, 6, 10, ...
-    if (s_.n_s0) basis_product(s_.sin_0, s_.n_s0, s_.n_s0, om_, qh, st, q_ + 3 * st, 4 * st);  // k = 4, 8, ...
-    basis_product(s_.sin_2, s_.n_c2, s_.n_c2, op_, qh, st, q_ + st, 4 * st);      // k = 2, 6, 10, ...
     double* __restrict xr = xb_;  // this chunk's X[k]: kc rows of re, then kc rows of im
     double* __restrict xi = xb_ + kc * st;
     for (int64_t k = 0; k < kc; ++k) {
@@ -433,12 +470,12 @@ class CentroidSink {
   }
 
  private:
-  // Frame j from chunks j (xa_) and j + 1 (xb_); its rectangular DFT goes to p_ (re) and e_ (im):
+  // Frame j from chunks j (xa_) and j + 1 (xb_); its rectangular DFT goes to p_ (re) and ep_ (im):
   // F[k] = Xa[k] + (-1)^k Xb[k], then the window, |W[k]| and the sums of eq. 6/7.
   void frame(int64_t j) {
     const int64_t st = stride_, kc = s_.kc, K = s_.nbins;
     double* __restrict fr = p_;  // kc * st
-    double* __restrict fi = e_;  // half * st >= kc * st (checked by the caller)
+    double* __restrict fi = ep_;  // 4 q >= kc rows: ep_ .. om_ are contiguous (half >= kc, checked by the caller)
     const double* __restrict ar = xa_;
     const double* __restrict ai = xa_ + kc * st;
     const double* __restrict br = xb_;
@@ -502,14 +539,16 @@ class CentroidSink {
   double* cf_;
   double* cm_;
   std::vector<double> buf_;
-  double *e_ = nullptr, *o_ = nullptr, *p_ = nullptr, *q_ = nullptr, *xa_ = nullptr, *xb_ = nullptr;
-  double *ep_ = nullptr, *em_ = nullptr, *op_ = nullptr, *om_ = nullptr;
+  double *p_ = nullptr, *q_ = nullptr, *xa_ = nullptr, *xb_ = nullptr;
+  double *ep_ = nullptr, *em_ = nullptr, *op_ = nullptr, *om_ = nullptr;  // the even bins' folded sums
+  double *ai_ = nullptr, *bi_ = nullptr, *ci_ = nullptr, *di_ = nullptr;  // the odd pairs' inputs
+  double *pa_ = nullptr, *pb_ = nullptr, *pc_ = nullptr, *pd_ = nullptr;  // and their sums A, B, C, D
 };
 
-// x (batch, time) float64; a1 .. top: as sd_filterbank_cpu; bases: [cos_odd (hop/2, K1), sin_odd
-// (hop/2, K1), cos_0 (hop/4, K0), cos_2 (hop/4, K2), sin_0 (hop/4, K0 - 1), sin_2 (hop/4, K2)] (see
-// CentroidSpec; bins 0 .. K: K1 = (K + 1) / 2 odd ones, K0 = K / 4 + 1 of 0 mod 4, K2 = (K + 2) / 4
-// of 2 mod 4); rot (K + 1, 2), freqs (K,): see CentroidSpec; cf, cm (batch, filters, frames),
+// x (batch, time) float64; a1 .. top: as sd_filterbank_cpu; bases (rows n < hop/4): [cos_0 (K0),
+// cos_2 (K2), sin_0 (K0 - 1), sin_2 (K2), cos_pair (KP), sin_pair (KP), rot1 (2)] (see CentroidSpec;
+// bins 0 .. K: K0 = K / 4 + 1 of 0 mod 4, K2 = (K + 2) / 4 of 2 mod 4, KP = ((K + 1) / 2 + 1) / 2 odd
+// pairs); rot (K + 1, 2), freqs (K,): see CentroidSpec; cf, cm (batch, filters, frames),
 // written in full: frames of 2 hop samples every hop (frames + 1 whole chunks must fit in x).
 // The rectified band signals are never stored.
 void sd_centroids_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torch::Tensor gain, torch::Tensor inner,
@@ -518,9 +557,9 @@ void sd_centroids_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torch
                       int64_t num_threads, torch::Tensor cf, torch::Tensor cm) {
   TORCH_CHECK(x.dim() == 2 && x.is_contiguous() && x.device().is_cpu() && x.scalar_type() == torch::kFloat64,
               "x must be a contiguous CPU float64 (batch, time) tensor");
-  TORCH_CHECK(bases.size() == 6, "bases must be [cos_odd, sin_odd, cos_0, cos_2, sin_0, sin_2]");
+  TORCH_CHECK(bases.size() == 7, "bases must be [cos_0, cos_2, sin_0, sin_2, cos_pair, sin_pair, rot1]");
   for (const auto& t : {a1, a2, gain, inner, top, rot, freqs, cf, cm, bases[0], bases[1], bases[2], bases[3],
-                        bases[4], bases[5]}) {
+                        bases[4], bases[5], bases[6]}) {
     TORCH_CHECK(t.is_contiguous() && t.device().is_cpu() && t.scalar_type() == torch::kFloat64,
                 "coefficients, bases and outputs must be contiguous CPU float64 tensors");
   }
@@ -529,15 +568,15 @@ void sd_centroids_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torch
   TORCH_CHECK(w >= 1 && w <= nfilt, "inner must have 1 to num_filters weights");
   TORCH_CHECK(top.dim() == 2 && top.size(0) == w - 1 && top.size(1) == w, "top must have shape (k, k + 1)");
   TORCH_CHECK(rot.dim() == 2 && rot.size(0) >= 2 && rot.size(1) == 2, "rot must have shape (bins + 1, 2)");
-  const int64_t kc = rot.size(0), half = bases[0].size(0), frames = cf.size(2);
-  const int64_t n_odd = kc / 2, n_c0 = (kc - 1) / 4 + 1, n_c2 = (kc + 1) / 4, n_s0 = (kc - 1) / 4;
-  const int64_t rows[] = {half, half, half / 2, half / 2, half / 2, half / 2};
-  const int64_t cols[] = {n_odd, n_odd, n_c0, n_c2, n_s0, n_c2};
-  for (int i = 0; i < 6; ++i) {
-    TORCH_CHECK(bases[i].dim() == 2 && bases[i].size(0) == rows[i] && bases[i].size(1) == cols[i],
-                "bases[", i, "] must have shape (", rows[i], ", ", cols[i], ")");
+  const int64_t kc = rot.size(0), half = 2 * bases[0].size(0), frames = cf.size(2);
+  const int64_t n_c0 = (kc - 1) / 4 + 1, n_c2 = (kc + 1) / 4, n_s0 = (kc - 1) / 4, n_pair = (kc / 2 + 1) / 2;
+  const int64_t cols[] = {n_c0, n_c2, n_s0, n_c2, n_pair, n_pair, 2};
+  for (int i = 0; i < 7; ++i) {
+    const int64_t rows[] = {half / 2};
+    TORCH_CHECK(bases[i].dim() == 2 && bases[i].size(0) == rows[0] && bases[i].size(1) == cols[i],
+                "bases[", i, "] must have shape (", rows[0], ", ", cols[i], ")");
   }
-  TORCH_CHECK(half % 2 == 0 && kc <= half, "hop must be a multiple of 4, and the DFT reach at most hop / 2 bins");
+  TORCH_CHECK(half >= 2 && kc <= half, "hop must be a multiple of 4, and the DFT reach at most hop / 2 bins");
   TORCH_CHECK(freqs.dim() == 1 && freqs.size(0) == kc - 1, "freqs must have one value per bin");
   for (const auto& t : {cf, cm}) {
     TORCH_CHECK(t.dim() == 3 && t.size(0) == bsz && t.size(1) == nfilt && t.size(2) == frames,
@@ -549,8 +588,8 @@ void sd_centroids_cpu(torch::Tensor x, torch::Tensor a1, torch::Tensor a2, torch
   for (int64_t k = 0; k < kc - 1; ++k) freq_sum += fp[k];
   const CentroidSpec spec{2 * half, half, kc, kc - 1, frames, bases[0].data_ptr<double>(), bases[1].data_ptr<double>(),
                           bases[2].data_ptr<double>(), bases[3].data_ptr<double>(), bases[4].data_ptr<double>(),
-                          bases[5].data_ptr<double>(), n_odd, n_c0, n_c2, n_s0, rot.data_ptr<double>(), fp,
-                          freq_sum, a0_window, a1_window, eps, include_dc};
+                          bases[5].data_ptr<double>(), bases[6].data_ptr<double>(), n_c0, n_c2, n_s0, n_pair,
+                          rot.data_ptr<double>(), fp, freq_sum, a0_window, a1_window, eps, include_dc};
   group = std::max<int64_t>(1, std::min(group, nfilt));
   const int64_t ngroups = (nfilt + group - 1) / group;
   const int64_t threads = std::max<int64_t>(1, std::min(num_threads, bsz * ngroups));
