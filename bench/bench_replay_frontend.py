@@ -6,8 +6,10 @@ it, on the same audio (``--utterances`` clips of noise with a slowly moving enve
 
 - ``kernel``: the SD filterbank alone (``sd_filterbank``, compiled kernel, ``k`` differentiations,
   80 bands, float64), the part of the front-end every implementation of the rest needs;
-- ``cf`` / ``cm`` / ``cf_cm``: the whole front-end, ``SDFBFeatures(feature=...)`` (kernel, then
-  rectification, framing, envelope DFT, eq. 6/7, log, DCT, deltas, normalisation);
+- ``cf`` / ``cm`` / ``cf_cm``: the whole front-end, ``SDFBFeatures(feature=...)``: on the CPU the
+  kernel's fused entry point (``sd_filterbank_centroids``: the filters, then rectification,
+  framing, envelope DFT and eq. 6/7 on each 10-ms tile while it is in cache; the band signals are
+  never stored), then log, DCT, deltas, normalisation in torch;
 - ``numpy post``: the kernel followed by a plain NumPy/SciPy version of the steps after it
   (``numpy_post``: framed copies, ``np.fft.rfft``, the sums of eq. 6/7, ``scipy.fft.dct``), for
   ``cf_cm``; it is also checked to give our numbers (max abs difference printed).
