@@ -1,7 +1,7 @@
 """Time EM of a diagonal GMM: scikit-learn against the torch EM (CPU, and a GPU if asked).
 
     python bench/bench_gmm.py [--frames 20000] [--dim 60] [--components 64 512] [--iters 10]
-                              [--max-iter 100] [--tol 1e-3] [--device cuda] [--repeats 3] [--threads N]
+                              [--max-iter 100] [--tol 1e-3] [--device cuda] [--repeats 2] [--threads N]
 
 Three timings per number of components, each the best of ``--repeats`` calls, sklearn and
 torch alternating (so that a busy machine slows both alike):
@@ -18,9 +18,14 @@ torch alternating (so that a busy machine slows both alike):
 Each row prints the ratio sklearn / torch and the final mean log-likelihood per frame of each
 fit (float64, over the training frames) and their difference. Data: random frames of 32
 Gaussians with random means and per-dimension scales, 60 values each (the size of ASVspoof's
-CF/CM features is 60-240). The default of 20,000 frames (not the 50,000 of earlier versions)
-keeps ``make bench`` (``--components 64 512``) to about 3-4 minutes on 2 cores; the ratios
-hardly change with the number of frames (checked at 50,000).
+CF/CM features is 60-240). The default of 20,000 frames and 2 repeats (not the 50,000 frames
+and 3 repeats of earlier versions) keeps ``make bench`` (``--components 64 512``) to about 3
+minutes on 2 cores (measured: 2.8 min with ``--threads 1`` at a load average of 7; 6.7 min with
+2 threads at a load average of 6, where torch's two OpenMP threads wait on each other).
+
+``--threads 1`` limits both sides to one thread: on a machine shared with other jobs, the
+ratio it gives is steadier than the 2-thread one (each parallel torch operation synchronises
+its threads, and a descheduled thread stalls it).
 """
 
 from __future__ import annotations
@@ -80,7 +85,7 @@ def main() -> None:
     parser.add_argument("--iters", type=int, default=10, help="EM iterations of timings 1 and 2")
     parser.add_argument("--max-iter", type=int, default=100, help="at most, timing 3")
     parser.add_argument("--tol", type=float, default=1e-3, help="timing 3's stopping rule")
-    parser.add_argument("--repeats", type=int, default=3)
+    parser.add_argument("--repeats", type=int, default=2)
     parser.add_argument("--device", default=None, help="also run the torch EM here (e.g. cuda)")
     parser.add_argument("--skip", nargs="*", default=[], choices=["same-init", "iters", "converge"])
     parser.add_argument("--threads", type=int, default=None,
