@@ -13,7 +13,8 @@ columns, and class means shifted in 5 % of the columns (rank 4). Then as the pro
 standardisation, one seeded speaker split (3 test speakers), 5 stratified inner folds. Both
 searches start from the same NumPy global RNG state (liblinear draws its seed from it).
 
-Per classifier: seconds of each, their ratio, and whether the selected parameters, every
+Per classifier: wall and CPU seconds of each (CPU: every thread and worker process; on a shared
+machine the steadier measure), their ratios, and whether the selected parameters, every
 candidate's fold scores, the test predictions and the RNG state after the search are the same.
 """
 
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import time
 import warnings
 
@@ -63,11 +65,24 @@ def reference_grid_search(classifier: str, x: np.ndarray, y: np.ndarray, grid: s
         return search.fit(x, y)
 
 
+def _cpu_seconds() -> float:
+    """CPU seconds of this process (all its threads) and of its finished child processes."""
+    return sum(getattr(resource.getrusage(who), f) for who in (resource.RUSAGE_SELF, resource.RUSAGE_CHILDREN) for f in ("ru_utime", "ru_stime"))
+
+
 def _timed(fn, rng_seed: int):
+    """``(result, wall seconds, CPU seconds, RNG state after)``. The CPU seconds include the joblib
+    workers' (they are shut down to be counted): on a shared machine they say more than the wall
+    time does."""
+    from joblib.externals.loky import get_reusable_executor
+
     np.random.seed(rng_seed)  # the run's seed_everything
-    start = time.perf_counter()
+    cpu, start = _cpu_seconds(), time.perf_counter()
     out = fn()
-    return out, time.perf_counter() - start, np.random.get_state()
+    wall = time.perf_counter() - start
+    state = np.random.get_state()
+    get_reusable_executor().shutdown(wait=True)
+    return out, wall, _cpu_seconds() - cpu, state
 
 
 def _same(a, b) -> bool:
@@ -93,23 +108,25 @@ def main() -> None:
     print(f"generated ComParE-like features: {x.shape[0]} utterances x {x.shape[1]} dims, 7 classes, "
           f"{len(np.unique(speakers))} speakers; {len(train)} training rows (5 stratified inner folds), {len(test)} test rows; "
           f"{os.cpu_count()} CPUs, ours n_jobs={args.n_jobs}, reference sequential")
-    rows, totals = [], {"ours": 0.0, "reference": 0.0, "quick": 0.0}
+    rows, totals = [], {"ours": 0.0, "reference": 0.0, "quick": 0.0, "ours_cpu": 0.0, "reference_cpu": 0.0}
     for clf in classifiers:
-        ours, t_ours, state_ours = _timed(lambda: grid_search(clf, x[train], y[train], grid="paper", n_jobs=args.n_jobs,
+        ours, t_ours, cpu_ours, state_ours = _timed(lambda: grid_search(clf, x[train], y[train], grid="paper", n_jobs=args.n_jobs,
                                                               seed=args.seed, verbose=int(args.progress)), args.seed)
         pred = ours.predict(x[test])
-        row = {"classifier": clf, "ours_s": t_ours, "best": describe_params(ours.best_params_), "cv_uar": ours.best_score_,
+        row = {"classifier": clf, "ours_s": t_ours, "ours_cpu": cpu_ours, "best": describe_params(ours.best_params_), "cv_uar": ours.best_score_,
                "uar": recall_score(y[test], pred, average="macro"), "acc": accuracy_score(y[test], pred)}
         totals["ours"] += t_ours
+        totals["ours_cpu"] += cpu_ours
         if not args.skip_reference:
-            ref, t_ref, state_ref = _timed(lambda: reference_grid_search(clf, x[train], y[train], seed=args.seed), args.seed)
+            ref, t_ref, cpu_ref, state_ref = _timed(lambda: reference_grid_search(clf, x[train], y[train], seed=args.seed), args.seed)
             totals["reference"] += t_ref
-            row.update(ref_s=t_ref, same_params=describe_params(ref.best_params_) == row["best"] and ref.best_index_ == ours.best_index_,
+            totals["reference_cpu"] += cpu_ref
+            row.update(ref_s=t_ref, ref_cpu=cpu_ref, same_params=describe_params(ref.best_params_) == row["best"] and ref.best_index_ == ours.best_index_,
                        same_scores=all(np.array_equal(ref.cv_results_[k], ours.cv_results_[k])
                                        for k in ["mean_test_score"] + [f"split{f}_test_score" for f in range(ours.n_splits_)]),
                        same_predictions=np.array_equal(ref.predict(x[test]), pred), same_rng=_same(state_ref, state_ours))
         if not args.skip_quick:
-            quick, t_quick, _ = _timed(lambda: grid_search(clf, x[train], y[train], grid="quick", n_jobs=args.n_jobs, seed=args.seed,
+            quick, t_quick, _, _ = _timed(lambda: grid_search(clf, x[train], y[train], grid="quick", n_jobs=args.n_jobs, seed=args.seed,
                                                            verbose=0), args.seed)
             qpred = quick.predict(x[test])
             totals["quick"] += t_quick
@@ -118,13 +135,15 @@ def main() -> None:
         rows.append(row)
         print(row, flush=True)
 
-    print("\n| classifier | reference s | ours s | ratio | same params / fold scores / test predictions / RNG | best (paper) |")
+    print("\n| classifier | reference wall s (CPU s) | ours wall s (CPU s) | ratio wall (CPU) | same params / fold scores / test predictions / RNG | best (paper) |")
     print("| --- | --- | --- | --- | --- | --- |")
-    for r in rows + ([{"classifier": "all", "ours_s": totals["ours"], "ref_s": totals["reference"]}] if len(rows) > 1 else []):
+    total = {"classifier": "all", "ours_s": totals["ours"], "ours_cpu": totals["ours_cpu"], "ref_s": totals["reference"], "ref_cpu": totals["reference_cpu"]}
+    for r in rows + ([total] if len(rows) > 1 else []):
         same = "/".join("yes" if r[k] else "NO" for k in ("same_params", "same_scores", "same_predictions", "same_rng")) if "same_params" in r else ""
-        ref = f"{r['ref_s']:.1f}" if "ref_s" in r and r["ref_s"] else "-"
-        ratio = f"{r['ref_s'] / r['ours_s']:.1f}x" if "ref_s" in r and r["ref_s"] else "-"
-        print(f"| {r['classifier']} | {ref} | {r['ours_s']:.1f} | {ratio} | {same} | {r.get('best', '')} |")
+        has_ref = bool(r.get("ref_s"))
+        ref = f"{r['ref_s']:.1f} ({r['ref_cpu']:.1f})" if has_ref else "-"
+        ratio = f"{r['ref_s'] / r['ours_s']:.1f}x ({r['ref_cpu'] / r['ours_cpu']:.1f}x)" if has_ref else "-"
+        print(f"| {r['classifier']} | {ref} | {r['ours_s']:.1f} ({r['ours_cpu']:.1f}) | {ratio} | {same} | {r.get('best', '')} |")
     if not args.skip_quick:
         print("\n| classifier | paper s | quick s | CV UAR paper / quick | test UAR paper / quick | test accuracy paper / quick | best (quick) |")
         print("| --- | --- | --- | --- | --- | --- | --- |")
