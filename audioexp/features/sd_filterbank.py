@@ -21,7 +21,10 @@ are one pass over the band vector of a time step, with the weights of
 :func:`differentiation_matrix`; each output sample is written once, through a tile that stays in
 cache. Utterances and groups of bands are shared among threads (``num_threads``). This is
 memory-bound: most of its time is writing the (batch, 80, time) float64 output, so the memory of
-dropped outputs is recycled (:class:`OutputPool`).
+dropped outputs is recycled (:class:`OutputPool`). Its second entry point,
+:func:`sd_filterbank_centroids`, is the replay front-end fused behind the filters (issue 17): each
+10-ms tile of band vectors is rectified and turned into its envelope spectrum and CF/CM while in
+cache, and the band signals are never stored.
 
 ``blas`` (the fallback when the kernel cannot be built): everything after the filters is
 linear, so the ``k`` differences are folded into the filters: output band ``i`` is
