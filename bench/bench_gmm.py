@@ -19,9 +19,9 @@ Each row prints the ratio sklearn / torch and the final mean log-likelihood per 
 fit (float64, over the training frames) and their difference. Data: random frames of 32
 Gaussians with random means and per-dimension scales, 60 values each (the size of ASVspoof's
 CF/CM features is 60-240). The default of 20,000 frames and 2 repeats (not the 50,000 frames
-and 3 repeats of earlier versions) keeps ``make bench`` (``--components 64 512``) to about 3
-minutes on 2 cores (measured: 2.8 min with ``--threads 1`` at a load average of 7; 6.7 min with
-2 threads at a load average of 6, where torch's two OpenMP threads wait on each other).
+and 3 repeats of earlier versions) keeps ``make bench`` (``--components 64 512``) within a few
+minutes on 2 cores (measured: 90 s at a load average of 2.6; 2.8 min with ``--threads 1`` at 5;
+6.7 min with 2 threads at 6, where torch's two OpenMP threads wait on each other).
 
 ``--threads 1`` limits both sides to one thread: on a machine shared with other jobs, the
 ratio it gives is steadier than the 2-thread one (each parallel torch operation synchronises
