@@ -134,7 +134,7 @@ class GMMBackend:
     seed : int
     implementation : {"auto", "torch", "sklearn"}
         EM by :class:`audioexp.backends.gmm_torch.TorchGaussianMixture` ("torch": scikit-learn's
-        algorithm in torch, on ``device``; 3-4x faster than scikit-learn on 2 CPU cores,
+        algorithm in torch, on ``device``; 3-6x faster than scikit-learn on an idle 2-core CPU,
         ``bench/bench_gmm.py``) or by ``sklearn.mixture.GaussianMixture`` ("sklearn", the
         reference). "auto" (default): torch, on a GPU when there is one.
     device : {"auto", "cpu", "cuda", ...}
