@@ -18,6 +18,7 @@ import hydra
 import numpy as np
 from omegaconf import DictConfig
 
+from audioexp.backends.gmm import CLASS_KEYS
 from audioexp.metrics.verification import equal_error_rate, minimum_dcf
 from audioexp.systems.replay_countermeasure import GMMReplayCountermeasure, system_file_name
 from audioexp.tasks.registry import register_task
@@ -63,6 +64,13 @@ def fit_gmm(cfg: DictConfig) -> dict[str, float]:
             with atomic_open(run.output_dir / f"det_{split}_{safe}.png", mode="wb") as handle:
                 fig.savefig(handle, dpi=100, format="png")
             figures[f"det/{split}/{safe}"] = fig
+    # how each GMM's EM ended (converged at the backend's tol, or stopped at max_iter)
+    for name, per_protocol in system.fitted.items():
+        for protocol, backend in per_protocol.items():
+            for label, info in getattr(backend, "convergence", {}).items():
+                key = f"gmm/{protocol}/{name}/{CLASS_KEYS.get(label, label)}"
+                metrics[f"{key}/n_iter"] = float(info["n_iter"])
+                metrics[f"{key}/converged"] = float(info["converged"])
     table = "| system | split | EER % | minDCF (p 0.5) | trials |\n| --- | --- | --- | --- | --- |\n" + "".join(
         f"| {r[0]} | {r[1]} | {r[2]:.2f} | {r[3]:.3f} | {r[4]} |\n" for r in rows)
     atomic_write_text(run.output_dir / "results.md", table)

@@ -41,6 +41,11 @@ def test_sdfb_experiment_runs_and_detects_replay(asvspoof_corpus, tmp_path, feat
     metrics = _run("asvspoof17_sdfb_gmm", asvspoof_corpus, tmp_path, cache=feature_cache)
     assert metrics["dev/sdfb/eer"] < 0.3 and metrics["eval/sdfb/eer"] < 0.3
     assert (tmp_path / "results.md").exists() and (tmp_path / "det_eval_sdfb.png").exists()
+    # how each GMM's EM ended is reported (converged at tol, or stopped at max_iter)
+    for protocol in ("dev", "eval"):
+        for key in ("genuine", "spoof"):
+            n_iter, converged = metrics[f"gmm/{protocol}/sdfb/{key}/n_iter"], metrics[f"gmm/{protocol}/sdfb/{key}/converged"]
+            assert n_iter >= 1 and converged in (0.0, 1.0)
     cached = list(feature_cache.glob("SDFBFeatures-*.npz"))
     assert len(cached) == 3  # train, dev, eval
     # a second back-end reads the cached features and changes only the scores
