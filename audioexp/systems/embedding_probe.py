@@ -151,7 +151,9 @@ class EmbeddingProbe:
     speaker_normalization : bool
         Standardise each speaker's embeddings (the notebook: yes).
     n_jobs, verbose
-        Of ``GridSearchCV``.
+        Of the grid search (:func:`audioexp.probes.classifiers.grid_search`: worker processes,
+        -1 every core; the results do not depend on it; ``verbose`` shows a progress bar over
+        the fits with the time left).
     cache_dir : path, optional
         Where embeddings are cached.
     seed : int
