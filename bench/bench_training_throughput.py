@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import copy
 import time
+from functools import partial
 
 import lightning as L
 import torch
@@ -19,6 +20,8 @@ from torch.utils.data import DataLoader, Dataset
 
 from _options import parse_options
 from audioexp.features import LogPowerSpectrogram
+from audioexp.losses.center import CenterLoss
+from audioexp.networks.vgg import VGGSpeakerNet
 from audioexp.systems.vgg_center_loss import VGGCenterLoss
 
 
@@ -62,7 +65,11 @@ def main() -> None:
     data = RandomCrops(total * args.batch, 48000, args.classes)
 
     torch.manual_seed(0)
-    model = VGGCenterLoss(LogPowerSpectrogram(), num_classes=args.classes, network=args.network, width=args.width)
+    # the recipe's model (conf/model/vgg_center_loss.yaml) at the chosen network and width
+    model = VGGCenterLoss(LogPowerSpectrogram(),
+                          VGGSpeakerNet(config=args.network, num_classes=args.classes, ndims=128, dropout=0.4,
+                                        width=args.width),
+                          partial(CenterLoss, alpha=0.5, dim_reduction="mean"), num_classes=args.classes)
     plain_model = copy.deepcopy(model)
 
     # Lightning
