@@ -23,7 +23,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from audioexp.data.manifest import CorpusNotFoundError, ManifestError, cache_key, corpus_table, read_corpus_table
-from audioexp.data.resumable import EpochSampler, SeededItems, ShardSampler, TrainingLoader
+from audioexp.data.resumable import EpochSampler, SeededItems, ShardSampler, TrainingLoader, WholeBatches, whole_batch
 from audioexp.data.shards import ChunkBatchSampler, ShardItems, ShardOptions, read_json_if_exists, shard_path
 from audioexp.data.validate import (
     AudioChecks,
@@ -36,11 +36,6 @@ from audioexp.data.validate import (
 from audioexp.utils.files import atomic_write_json, atomic_write_text
 
 __all__ = ["CheckedCorpus", "CorpusDataModule", "default_cache_dir"]
-
-
-def _whole_batch(batch):
-    """``collate_fn`` of a loader whose dataset hands out whole batches (already collated)."""
-    return batch
 
 log = logging.getLogger(__name__)
 
@@ -214,9 +209,9 @@ class CorpusDataModule(CheckedCorpus, L.LightningDataModule):
                  self.shards.dir, self._check.get("summary") or "no check recorded")
         return None
 
-    def _shard_items(self, dataset: Dataset, split: str, collate_fn=None) -> ShardItems:
+    def _shard_items(self, dataset: Dataset, split: str) -> ShardItems:
         return ShardItems(dataset, self.shards.split_dir(split), self.root, corpus=self.corpus_name, split=split,
-                          collate_fn=collate_fn, cache_dir=self.shards.cache_dir)
+                          cache_dir=self.shards.cache_dir)
 
     def prepare_data(self) -> None:
         if self.prepare is not None:
@@ -276,16 +271,16 @@ class CorpusDataModule(CheckedCorpus, L.LightningDataModule):
         position, self._resume_position = self._resume_position, None
         generator = torch.Generator().manual_seed(seed)
         if self.data_format == "shards":
-            items = self._shard_items(dataset, split, kwargs.pop("collate_fn", None))
+            shard_items = self._shard_items(dataset, split)
+            items = SeededItems(shard_items)
             if self.shards.order == "chunks":
                 kwargs.pop("drop_last", None)
-                batches = ChunkBatchSampler(items.chunk_sizes, batch_size, seed=seed,
+                batches = ChunkBatchSampler(shard_items.chunk_sizes, batch_size, seed=seed,
                                             buffer_chunks=self.shards.buffer_chunks)
                 if position:
                     batches.resume(position["epoch"], position["batches_done"])
-                return TrainingLoader(items, batch_size=None, sampler=batches, collate_fn=_whole_batch,
-                                      generator=generator, **kwargs)
-            kwargs["collate_fn"] = items.collate_fn
+                return TrainingLoader(WholeBatches(items, kwargs.pop("collate_fn")), batch_size=None, sampler=batches,
+                                      collate_fn=whole_batch, generator=generator, **kwargs)
         else:
             items = SeededItems(dataset)
         sampler = EpochSampler(len(dataset), shuffle=True, seed=seed)

@@ -41,8 +41,8 @@ from audioexp.data.manifest import (
     ManifestError,
     cache_key,
     folder_stamp,
+    folders_of,
     read_manifest_csv,
-    scan_audio_files,
     scan_audio_folders,
     write_cache_stamp,
     write_manifest_binary,
@@ -64,20 +64,29 @@ To try the recipe without the corpus, write a miniature one:
   python -m audioexp.minicorpus fm_broadcast {root}"""
 
 
-def fm_broadcast_rows(root: str | os.PathLike, class_names=CLASS_NAMES):
-    """Yield ``(relative path, label, group)`` for every clip under ``root/<class>/``.
-
-    The group is ``<class>/<first folder below it>``, or the file itself for clips
-    directly in the class folder.
+def fm_broadcast_folders(root: str | os.PathLike, class_names=CLASS_NAMES):
+    """Yield ``(label, folder, paths, groups)`` for every folder under ``root/<class>/`` that
+    holds clips, one folder at a time (:func:`~audioexp.data.manifest.scan_audio_folders`):
+    the folder and its clips' paths relative to ``root``, and each clip's group:
+    ``<class>/<first folder below it>``, or the file itself for clips directly in the class folder.
     """
     for label in class_names:
         class_dir = os.path.join(root, label)
         if not os.path.isdir(class_dir):
             continue
-        for rel in scan_audio_files(class_dir):
-            head, sep, _ = rel.partition("/")
-            group = f"{label}/{head}" if sep else f"{label}/{rel}"
-            yield f"{label}/{rel}", label, group
+        for rel, names in scan_audio_folders(class_dir):
+            if not names:
+                continue
+            folder = f"{label}/{rel}" if rel else label
+            paths = [f"{folder}/{name}" for name in names]
+            yield label, folder, paths, [f"{label}/{rel.partition('/')[0]}"] * len(paths) if rel else paths
+
+
+def fm_broadcast_rows(root: str | os.PathLike, class_names=CLASS_NAMES):
+    """Yield ``(relative path, label, group)`` for every clip under ``root/<class>/``
+    (:func:`fm_broadcast_folders`, row by row)."""
+    for label, _, paths, groups in fm_broadcast_folders(root, class_names):
+        yield from zip(paths, [label] * len(paths), groups)
 
 
 def prepare_fm_broadcast(
@@ -112,36 +121,23 @@ def prepare_fm_broadcast(
     labels = array("h")
     group_index: dict[str, int] = {}
     groups = array("i")
-    folders = {"."}
+    clip_folders = []
+    class_index = {label: i for i, label in enumerate(class_names)}
     with atomic_open(manifest_path, newline="") as handle, \
             tqdm(desc="scanning clips", unit=" files", mininterval=1.0) as bar:
         writer = csv.writer(handle)
         writer.writerow(["path", "label", "group"])
         # folder by folder: one write per folder; what csv would quote goes through csv
-        for label_index, label in enumerate(class_names):
-            class_dir = os.path.join(root, label)
-            if not os.path.isdir(class_dir):
-                continue
-            for rel, names in scan_audio_folders(class_dir):
-                if not names:
-                    continue
-                prefix = f"{label}/{rel}/" if rel else f"{label}/"
-                rels = [prefix + name for name in names]
-                if rel:
-                    group = f"{label}/{rel.partition('/')[0]}"
-                    clip_groups = [group] * len(rels)
-                else:  # clips directly in the class folder: each its own group
-                    clip_groups = [f"{label}/{name}" for name in names]
-                if any(_CSV_SPECIAL.search(p) for p in rels) or _CSV_SPECIAL.search(clip_groups[0]):
-                    writer.writerows(zip(rels, [label] * len(rels), clip_groups))
-                else:
-                    handle.write("".join(f"{p},{label},{g}\r\n" for p, g in zip(rels, clip_groups)))
-                paths.extend(rels)
-                labels.extend([label_index] * len(rels))
-                groups.extend(group_index.setdefault(g, len(group_index)) for g in clip_groups)
-                parts = f"{label}/{rel}".rstrip("/").split("/")
-                folders.update("/".join(parts[:i]) for i in range(1, len(parts) + 1))
-                bar.update(len(rels))
+        for label, folder, rels, clip_groups in fm_broadcast_folders(root, class_names):
+            if any(_CSV_SPECIAL.search(p) for p in rels) or _CSV_SPECIAL.search(clip_groups[0]):
+                writer.writerows(zip(rels, [label] * len(rels), clip_groups))
+            else:
+                handle.write("".join(f"{p},{label},{g}\r\n" for p, g in zip(rels, clip_groups)))
+            paths.extend(rels)
+            labels.extend([class_index[label]] * len(rels))
+            groups.extend(group_index.setdefault(g, len(group_index)) for g in clip_groups)
+            clip_folders.append(folder)
+            bar.update(len(rels))
     n = len(paths)
     if n == 0:
         manifest_path.unlink(missing_ok=True)
@@ -151,7 +147,8 @@ def prepare_fm_broadcast(
         )
     write_manifest_binary(manifest_path, PathTable.from_strings(paths), np.frombuffer(labels, dtype=np.int16),
                           np.frombuffer(groups, dtype=np.int32), list(group_index), class_names)
-    folders = sorted(folders | set(class_names), key=lambda f: (f != ".", f))
+    folders = folders_of(f"{folder}/" for folder in clip_folders)
+    folders += [c for c in class_names if c not in folders]
     write_cache_stamp(manifest_path, {"root": str(root.resolve()), "folders": folder_stamp(root, folders)}, n)
     log.info("manifest: %d clips", n)
     return manifest_path

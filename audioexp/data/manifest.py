@@ -294,10 +294,13 @@ def folder_stamp(root: str | os.PathLike, folders: Iterable[str]) -> dict[str, i
 
 
 def folders_of(paths: Iterable[str]) -> list[str]:
-    """Every folder (and parent folder) of '/'-separated relative ``paths``, with '.' first.
+    """Every folder (and parent folder) of '/'-separated relative ``paths``, with '.' first (a
+    path ending in '/' is a folder).
 
     >>> folders_of(["speech/r1/a.wav", "music/b.wav"])
     ['.', 'music', 'speech', 'speech/r1']
+    >>> folders_of(["speech/r1/"])
+    ['.', 'speech', 'speech/r1']
     """
     folders = {"."}
     for p in paths:

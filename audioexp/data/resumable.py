@@ -27,7 +27,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, DistributedSampler
 
-__all__ = ["EpochSampler", "SeededItems", "ShardSampler", "TrainingLoader", "item_seed", "item_stream"]
+__all__ = ["EpochSampler", "ResumableSampler", "SeededItems", "ShardSampler", "TrainingLoader", "WholeBatches", "item_seed",
+           "item_stream", "whole_batch"]
 
 
 def _world(num_replicas: int | None, rank: int | None) -> tuple[int, int]:
@@ -43,11 +44,37 @@ def item_seed(seed: int, epoch: int, position: int) -> int:
     return int(np.random.SeedSequence([seed, epoch, position]).generate_state(2, np.uint64)[0] >> np.uint64(1))
 
 
-class EpochSampler(DistributedSampler):
-    """Indices ``0..n-1``, shuffled per epoch from ``(seed, epoch)``, yielded as ``(index, seed)``.
+class ResumableSampler(DistributedSampler):
+    """What the training samplers share: the epoch Lightning sets, and a resume that skips what a
+    checkpointed run already trained on in that epoch (``resume(epoch, done)``: the first
+    ``done`` of what :meth:`__iter__` yields; the next epoch, or the next pass, starts whole).
 
-    A :class:`~torch.utils.data.DistributedSampler` so that Lightning neither replaces nor
-    wraps it under DDP (it shards by itself) and calls its ``set_epoch`` every epoch.
+    A :class:`~torch.utils.data.DistributedSampler` so that Lightning neither replaces nor wraps
+    it under DDP (it shards by itself) and calls its ``set_epoch`` every epoch. (Its ``__init__``
+    is not called: it needs a process group or a dataset.)"""
+
+    epoch: int = 0
+    _skip: int = 0
+
+    def set_epoch(self, epoch: int) -> None:
+        """Called by Lightning at every epoch start; a new epoch starts at its beginning."""
+        if epoch != self.epoch:
+            self._skip = 0
+        self.epoch = epoch
+
+    def resume(self, epoch: int, done: int) -> None:
+        """Start at ``epoch``, after the first ``done`` of what this rank yields in it."""
+        self.epoch, self._skip = epoch, done
+
+    def _take_skip(self) -> int:
+        """How many to skip in this pass (then none: a later pass of the epoch is whole)."""
+        skip, self._skip = self._skip, 0
+        return skip
+
+
+class EpochSampler(ResumableSampler):
+    """Indices ``0..n-1``, shuffled per epoch from ``(seed, epoch)``, yielded as ``(index, seed)``;
+    ``resume(epoch, items_done)`` skips this rank's first ``items_done`` items.
 
     Parameters
     ----------
@@ -60,7 +87,6 @@ class EpochSampler(DistributedSampler):
 
     def __init__(self, num_items: int, shuffle: bool = True, seed: int = 0,
                  num_replicas: int | None = None, rank: int | None = None) -> None:
-        # (DistributedSampler's __init__ is not called: it needs a process group or a dataset)
         self.num_items = num_items
         self.shuffle = shuffle
         self.seed = seed
@@ -68,16 +94,6 @@ class EpochSampler(DistributedSampler):
         self.drop_last = False
         self.epoch = 0
         self._skip = 0  # items of this epoch already trained on (a resumed run)
-
-    def set_epoch(self, epoch: int) -> None:
-        """Called by Lightning at every epoch start; a new epoch starts at its beginning."""
-        if epoch != self.epoch:
-            self._skip = 0
-        self.epoch = epoch
-
-    def resume(self, epoch: int, items_done: int) -> None:
-        """Start at ``epoch``, after the first ``items_done`` items of this rank's share."""
-        self.epoch, self._skip = epoch, items_done
 
     def _order(self) -> np.ndarray:
         if self.shuffle:
@@ -95,8 +111,7 @@ class EpochSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[tuple[int, int]]:
         order = self._order()
-        skip, self._skip = self._skip, 0
-        for position in range(skip, len(order)):
+        for position in range(self._take_skip(), len(order)):
             yield int(order[position]), item_seed(self.seed, self.epoch, position * self.num_replicas + self.rank)
 
 
@@ -137,6 +152,26 @@ class SeededItems(Dataset):
         index, seed = key
         with item_stream(seed):
             return self.dataset[index]
+
+
+class WholeBatches(Dataset):
+    """``batches[[k1, k2, ...]]`` = ``collate_fn([items[k1], items[k2], ...])``: the dataset of a
+    loader with ``batch_size=None`` whose sampler hands out whole batches (lists of keys), so
+    that a worker makes a whole batch, as with automatic batching."""
+
+    def __init__(self, items: Dataset, collate_fn) -> None:
+        self.items, self.collate_fn = items, collate_fn
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, keys: list):
+        return self.collate_fn([self.items[k] for k in keys])
+
+
+def whole_batch(batch):
+    """``collate_fn`` of a :class:`WholeBatches` loader: the batch is already collated."""
+    return batch
 
 
 class ShardSampler(DistributedSampler):

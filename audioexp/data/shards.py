@@ -29,14 +29,14 @@ import logging
 import math
 import os
 import shutil
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-from torch.utils.data import Dataset, DistributedSampler
+from torch.utils.data import Dataset
 
-from audioexp.data.resumable import _world, item_seed, item_stream
+from audioexp.data.resumable import ResumableSampler, _world, item_seed
 from audioexp.utils.files import atomic_write_json
 
 __all__ = [
@@ -118,10 +118,22 @@ def split_fingerprint(paths: Sequence[str], labels: Sequence[int]) -> str:
     return h.hexdigest()
 
 
+def relative_paths(sources: Sequence[str], root: str | os.PathLike) -> list[str]:
+    """``sources`` relative to ``root``, ``/``-separated (a prefix cut for the files under it:
+    ``os.path.relpath`` would cost seconds over millions of files)."""
+    root = os.path.abspath(root)
+    prefix = root.rstrip(os.sep) + os.sep
+    out = []
+    for source in sources:
+        path = source if os.path.isabs(source) else os.path.abspath(source)
+        rel = path[len(prefix):] if path.startswith(prefix) else os.path.relpath(path, root)
+        out.append(rel.replace(os.sep, "/") if os.sep != "/" else rel)
+    return out
+
+
 def split_listing(dataset: Dataset, root: str | os.PathLike) -> tuple[list[str], list[int]]:
     """The split's files relative to ``root`` (``/``-separated) and labels, in item order."""
-    root = os.path.abspath(root)
-    paths = [os.path.relpath(os.path.abspath(dataset.source(i)), root).replace(os.sep, "/") for i in range(len(dataset))]
+    paths = relative_paths([dataset.source(i) for i in range(len(dataset))], root)
     return paths, [int(x) for x in np.asarray(dataset.labels)]
 
 
@@ -147,13 +159,14 @@ def write_split(dataset: Dataset, out_dir: str | os.PathLike, *, root: str | os.
     from litdata import optimize
 
     out_dir = Path(out_dir)
-    paths, labels = split_listing(dataset, root)
+    sources = [dataset.source(i) for i in range(len(dataset))]
+    paths, labels = relative_paths(sources, root), [int(x) for x in np.asarray(dataset.labels)]
     if not paths:
         raise ValueError(f"the {split} split of {corpus} at {root} is empty: nothing to write")
     groups = [str(g) for g in groups] if groups is not None else [""] * len(paths)
     if len(groups) != len(paths):
         raise ValueError(f"{len(groups)} groups for {len(paths)} items")
-    entries = [(i, dataset.source(i), paths[i], labels[i], groups[i]) for i in range(len(paths))]
+    entries = list(zip(range(len(paths)), sources, paths, labels, groups))
     tmp = out_dir.with_name(f".{out_dir.name}.tmp-{os.getpid()}")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.parent.mkdir(parents=True, exist_ok=True)
@@ -230,13 +243,11 @@ def read_meta(split_dir: str, corpus: str, split: str) -> tuple[dict, list[int]]
 
 
 class ShardItems(Dataset):
-    """The items of ``dataset`` (a corpus's map-style dataset) with their audio from shards.
-
-    ``items[i]``, ``items[(i, seed)]`` (its own random stream, as
-    :class:`audioexp.data.resumable.SeededItems`) or ``items[[keys...]]`` (a whole batch,
-    collated with ``collate_fn``: :class:`ChunkBatchSampler` hands out batches). The bytes of
-    item ``i`` are decoded by the dataset's reader and made into an item by its ``make_item``:
-    cropping, noise and labels as from files.
+    """The items of ``dataset`` (a corpus's map-style dataset) with their audio from shards:
+    ``items[i]`` decodes item ``i``'s bytes with the dataset's reader and makes the item with its
+    ``make_item`` (cropping, noise and labels as from files). Per-item random streams and whole
+    batches come from the wrappers the files use too (:class:`~audioexp.data.resumable.SeededItems`,
+    :class:`~audioexp.data.resumable.WholeBatches`).
 
     Parameters
     ----------
@@ -244,17 +255,16 @@ class ShardItems(Dataset):
         Has ``source(i)``, ``labels``, ``read`` (:class:`~audioexp.data.datasets.SkippingAudioReader`)
         and ``make_item(i, waveform)``.
     split_dir : str
-        The split's shards (:func:`write_split`).
+        The split's shards (:func:`write_split`); checked against the dataset's listing here.
     root : path
         The corpus root the dataset's files are relative to (for the check of the listing).
     """
 
     def __init__(self, dataset: Dataset, split_dir: str, root: str | os.PathLike, *, corpus: str, split: str,
-                 collate_fn: Callable | None = None, cache_dir: str | None = None) -> None:
+                 cache_dir: str | None = None) -> None:
         self.dataset = dataset
         self.split_dir = split_dir
         self.cache_dir = cache_dir
-        self.collate_fn = collate_fn
         self.meta, self.chunk_sizes = read_meta(split_dir, corpus, split)
         paths, labels = split_listing(dataset, root)
         if len(paths) != self.meta["num_items"] or split_fingerprint(paths, labels) != self.meta["fingerprint"]:
@@ -263,7 +273,6 @@ class ShardItems(Dataset):
                 f"than {corpus}'s at {root} ({len(paths)} files; data, split or label settings changed?): write them "
                 "again with task=shards and the same data settings"
             )
-        self.paths = paths
         self._stream = None
 
     def __len__(self) -> int:
@@ -284,21 +293,12 @@ class ShardItems(Dataset):
     def __getstate__(self) -> dict:
         return {**self.__dict__, "_stream": None}
 
-    def item(self, i: int) -> dict | None:
+    def __getitem__(self, i: int) -> dict | None:
         record = self._open()[i]
         if record["index"] != i:
             raise ShardMismatchError(f"{self.split_dir}: item {i} holds item {record['index']} (a corrupt index?)")
-        waveform = self.dataset.read(f"{self.paths[i]} (in the shards at {self.split_dir})", data=record["audio"])
-        return self.dataset.make_item(i, waveform)
-
-    def __getitem__(self, key):
-        if isinstance(key, list):
-            return self.collate_fn([self[k] for k in key])
-        if not isinstance(key, tuple):
-            return self.item(key)
-        index, seed = key
-        with item_stream(seed):
-            return self.item(index)
+        name = f"{self.dataset.source(i)} (in the shards at {self.split_dir})"
+        return self.dataset.make_item(i, self.dataset.read(name, data=record["audio"]))
 
 
 # --- the training order: chunk by chunk, each item once across ranks --------------------------
@@ -333,7 +333,7 @@ def balanced_batches(num_items: int, num_batches: int, batch_size: int) -> list[
     return [batch_size] * full + [rest // tail + (1 if k < rest % tail else 0) for k in range(tail)]
 
 
-class ChunkBatchSampler(DistributedSampler):
+class ChunkBatchSampler(ResumableSampler):
     """Training batches streamed chunk by chunk, each item once per epoch across all ranks.
 
     The epoch's order is :func:`chunk_order`; rank ``r`` of ``w`` takes the ``r``-th of ``w``
@@ -341,12 +341,10 @@ class ChunkBatchSampler(DistributedSampler):
     into the same number of batches (``ceil(largest run / batch_size)``, sized by
     :func:`balanced_batches`): no item is repeated or dropped to even out the ranks, and no
     rank waits on another's extra batch. Yields lists of ``(index, seed)`` keys
-    (:class:`ShardItems` collates them); the seed of an item depends on ``(seed, epoch, its
-    position in the epoch)`` only, not on the number of ranks or workers.
-
-    A :class:`~torch.utils.data.DistributedSampler` so that Lightning neither replaces nor
-    wraps it and calls its ``set_epoch``; ``resume(epoch, batches_done)`` starts a resumed run
-    where it stopped (the DataModule's state in the checkpoint).
+    (:class:`~audioexp.data.resumable.WholeBatches` collates them); the seed of an item depends
+    on ``(seed, epoch, its position in the epoch)`` only, not on the number of ranks or workers.
+    ``resume(epoch, batches_done)`` starts a resumed run where it stopped (the DataModule's
+    state in the checkpoint).
     """
 
     def __init__(self, chunk_sizes: Sequence[int], batch_size: int, seed: int = 0, buffer_chunks: int = 4,
@@ -361,14 +359,6 @@ class ChunkBatchSampler(DistributedSampler):
         self.drop_last = False
         self.epoch = 0
         self._skip = 0
-
-    def set_epoch(self, epoch: int) -> None:
-        if epoch != self.epoch:
-            self._skip = 0
-        self.epoch = epoch
-
-    def resume(self, epoch: int, batches_done: int) -> None:
-        self.epoch, self._skip = epoch, batches_done
 
     def _bounds(self, rank: int) -> tuple[int, int]:
         q, r = divmod(self.num_items, self.num_replicas)
@@ -390,5 +380,4 @@ class ChunkBatchSampler(DistributedSampler):
 
     def __iter__(self) -> Iterator[list[tuple[int, int]]]:
         # a generator: the DataLoader creates an iterator it discards before the one it runs
-        skip, self._skip = self._skip, 0
-        yield from self.batches()[skip:]
+        yield from self.batches()[self._take_skip():]
