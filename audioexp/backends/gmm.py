@@ -184,6 +184,8 @@ class GMMBackend:
     def _fit_one(self, frames: np.ndarray, label: int):
         from sklearn.mixture import GaussianMixture
 
+        from audioexp.backends.gmm_torch import TorchGaussianMixture, convergence_message
+
         if self.max_frames is not None and len(frames) > self.max_frames:
             idx = np.random.default_rng(self.seed + label).choice(len(frames), self.max_frames, replace=False)
             frames = frames[np.sort(idx)]
@@ -192,8 +194,6 @@ class GMMBackend:
         implementation = "torch" if self.implementation == "auto" else self.implementation
         if implementation == "torch":
             import torch
-
-            from audioexp.backends.gmm_torch import TorchGaussianMixture
 
             device = self.device
             if device == "auto":
@@ -210,12 +210,7 @@ class GMMBackend:
                                   random_state=self.seed)
         start = time.perf_counter()
         gmm.fit(frames)
-        if hasattr(gmm, "convergence_message"):
-            how = gmm.convergence_message()
-        elif gmm.converged_:
-            how = f"converged after {gmm.n_iter_} iterations at tol {self.tol:g}"
-        else:
-            how = f"stopped at max_iter {gmm.n_iter_} (tol {self.tol:g})"
+        how = convergence_message(gmm.converged_, gmm.n_iter_, self.tol, getattr(gmm, "last_change_", None))
         self.convergence[label] = {"n_iter": int(gmm.n_iter_), "converged": bool(gmm.converged_),
                                    "lower_bound": float(gmm.lower_bound_)}
         log.info("GMM of class %d (%s EM on %s): %d components on %d x %d frames, %s; mean log-likelihood %.4f, %.1f s",

@@ -47,8 +47,8 @@ from torch import nn
 
 log = logging.getLogger(__name__)
 
-__all__ = ["GMMLikelihoodRatio", "TorchGaussianMixture", "diagonal_gmm_weighted_log_prob", "em_step", "kmeans",
-           "kmeans_plusplus"]
+__all__ = ["GMMLikelihoodRatio", "TorchGaussianMixture", "convergence_message", "diagonal_gmm_weighted_log_prob",
+           "em_step", "kmeans", "kmeans_plusplus"]
 
 #: Frames per chunk of the E-step, at least: a (4096 x 512) float32 block of responsibilities
 #: is 8 MB. :class:`TorchGaussianMixture` takes ``max(CHUNK_SIZE, CHUNK_ELEMENTS // components)``
@@ -332,6 +332,18 @@ def kmeans(x: torch.Tensor, n_clusters: int, generator: torch.Generator, max_ite
     return centers, labels, float(dists.sum(dtype=torch.float64)), n_iter
 
 
+def convergence_message(converged: bool, n_iter: int, tol: float, last_change: float | None = None) -> str:
+    """How an EM fit ended: ``converged after N iterations at tol X (last change Y)`` or
+    ``stopped at max_iter N with last change Y (tol X)`` (without ``Y`` when not known, as for
+    scikit-learn's fits)."""
+    if converged:
+        return f"converged after {n_iter} iterations at tol {tol:g}" + (
+            f" (last change {last_change:.3g})" if last_change is not None else "")
+    if last_change is None:
+        return f"stopped at max_iter {n_iter} (tol {tol:g})"
+    return f"stopped at max_iter {n_iter} with last change {last_change:.3g} (tol {tol:g})"
+
+
 class TorchGaussianMixture:
     """Diagonal GMM by EM in torch, with scikit-learn's M-step and stopping rule.
 
@@ -433,9 +445,10 @@ class TorchGaussianMixture:
         # EM and k-means are translation-equivariant: centring costs nothing in exact arithmetic
         # and keeps float32's rounding relative to the data's spread, not its offset
         center = frames.mean(0)
-        x = torch.as_tensor(frames - center, device=self.device)
+        centred = frames - center
+        x = torch.as_tensor(centred, device=self.device)
         augmented = augmented_frames(x, _DTYPES[self.precision])
-        weights, means, variances = self.initial_parameters(frames - center, augmented)
+        weights, means, variances = self.initial_parameters(centred, augmented)
         if augmented.dtype != torch.float64 and x.numel() * 2 * 8 <= FLOAT64_AUGMENTED_BYTES:
             x = augmented_frames(x)  # the float64 statistics' operand, made once, not per chunk and step
         lower_bound, self.converged_, self.n_iter_, change = -math.inf, False, 0, math.inf
@@ -454,10 +467,8 @@ class TorchGaussianMixture:
         return self
 
     def convergence_message(self) -> str:
-        """``converged after N iterations at tol X`` or ``stopped at max_iter N with last change Y``."""
-        if self.converged_:
-            return f"converged after {self.n_iter_} iterations at tol {self.tol:g} (last change {self.last_change_:.3g})"
-        return f"stopped at max_iter {self.n_iter_} with last change {self.last_change_:.3g} (tol {self.tol:g})"
+        """:func:`convergence_message` of this fit."""
+        return convergence_message(self.converged_, self.n_iter_, self.tol, self.last_change_)
 
     def score_samples(self, frames) -> np.ndarray:
         """Per-frame log-likelihood in float64, shape (frames,)."""
